@@ -64,6 +64,14 @@ def tiny_wav2vec2_config(hidden_size: int = 32, num_layers: int = 2, num_heads: 
     ).to_dict()
 
 
+def _normalise_encoder_config(config: dict[str, Any] | None) -> dict[str, Any]:
+    """Complete a wav2vec2 sub-config dict with its defaults so that save → load round-trips exactly."""
+    full = Wav2Vec2Config(**(config or tiny_wav2vec2_config())).to_dict()
+    for key in ("transformers_version", "_name_or_path"):
+        full.pop(key, None)
+    return full
+
+
 class PESTalkConfig(PretrainedConfig):
     r"""Configuration of :class:`PESTalkModel`.
 
@@ -147,8 +155,8 @@ class PESTalkConfig(PretrainedConfig):
         clamp_output: bool = True,
         **kwargs: Any,
     ) -> None:
-        self.content_encoder_config = dict(content_encoder_config or tiny_wav2vec2_config())
-        self.emotion_encoder_config = dict(emotion_encoder_config or tiny_wav2vec2_config())
+        self.content_encoder_config = _normalise_encoder_config(content_encoder_config)
+        self.emotion_encoder_config = _normalise_encoder_config(emotion_encoder_config)
         self.sampling_rate = sampling_rate
         self.fps = fps
         self.num_mel_bins = num_mel_bins

@@ -33,17 +33,38 @@ from .kan import KANConformerBlock, KANLinear
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def interpolate_frames(features: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """Linearly resample a feature sequence to ``num_frames`` (FaceFormer/EmoTalk alignment).
+def resample_to_frames(
+    features: torch.Tensor,
+    num_frames: int,
+    fps: float,
+    rate: float,
+    offset: float = 0.0,
+    lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Linearly resample a feature sequence onto the animation frame grid, by time.
+
+    Frame ``t`` is centred at ``(t + 0.5) / fps`` seconds; source step ``s`` at ``offset + s / rate``.
+    FaceFormer/EmoTalk stretch the whole sequence (``align_corners``) instead; aligning by time gives
+    the same frames whatever the padding or the window a clip is cut from, which batching and
+    chunked inference rely on.
 
     Args:
-        features: ``(B, S, D)``.
+        features: ``(B, S, D)`` at ``rate`` Hz.
+        lengths: ``(B,)`` valid source steps per clip; reads past a clip's end hold its last valid
+            step, exactly as for the clip alone, so padding never leaks into valid frames.
     Returns:
         ``(B, num_frames, D)``.
     """
-    if features.shape[1] == num_frames:
-        return features
-    return F.interpolate(features.transpose(1, 2), size=num_frames, mode="linear", align_corners=True).transpose(1, 2)
+    b, s = features.shape[:2]
+    last = torch.full((b,), s - 1, device=features.device) if lengths is None else (lengths.to(features.device) - 1).clamp(0, s - 1)
+    t = torch.arange(num_frames, device=features.device, dtype=torch.float32)
+    pos = (((t + 0.5) / fps - offset) * rate).clamp_min(0)[None, :]
+    pos = torch.minimum(pos, last[:, None].float())
+    i0 = pos.floor().long()
+    i1 = torch.minimum(i0 + 1, last[:, None])
+    w = (pos - i0).to(features.dtype)[..., None]
+    gather = lambda idx: features.gather(1, idx[..., None].expand(-1, -1, features.shape[-1]))  # noqa: E731
+    return gather(i0) * (1 - w) + gather(i1) * w
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -121,18 +142,22 @@ class LogMelSpectrogram(nn.Module):
     def __init__(self, config: PESTalkConfig) -> None:
         super().__init__()
         self.n_fft, self.hop, self.win = config.mel_n_fft, config.mel_hop_length, config.mel_win_length
+        self.num_mel_bins, self.sampling_rate = config.num_mel_bins, config.sampling_rate
+        for name, value in self.computed_buffers().items():
+            self.register_buffer(name, value, persistent=False)
+
+    def computed_buffers(self) -> dict[str, torch.Tensor]:
+        """Buffers derived from the config: not saved (checkpoints stay small); restored by ``_init_weights``."""
         fb = mel_filter_bank(
             num_frequency_bins=self.n_fft // 2 + 1,
-            num_mel_filters=config.num_mel_bins,
+            num_mel_filters=self.num_mel_bins,
             min_frequency=0.0,
-            max_frequency=config.sampling_rate / 2,
-            sampling_rate=config.sampling_rate,
+            max_frequency=self.sampling_rate / 2,
+            sampling_rate=self.sampling_rate,
             norm="slaney",
             mel_scale="slaney",
         )
-        # Derived from the config: not persistent, so checkpoints stay small and exact.
-        self.register_buffer("mel_filters", torch.from_numpy(np.asarray(fb, dtype=np.float32)), persistent=False)
-        self.register_buffer("window", torch.hann_window(self.win), persistent=False)
+        return {"mel_filters": torch.from_numpy(np.asarray(fb, dtype=np.float32)), "window": torch.hann_window(self.win)}
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         spec = torch.stft(
@@ -146,11 +171,24 @@ class Wav2Vec2Stream(nn.Module):
     """A wav2vec2 encoder whose conv feature encoder is frozen (§3.1, §3.3), split in two steps so the
     frozen conv features can be computed once and shared by both streams when their weights agree."""
 
-    def __init__(self, config_dict: dict, interpolate_before_transformer: bool) -> None:
+    def __init__(self, config_dict: dict, interpolate_before_transformer: bool, fps: int) -> None:
         super().__init__()
         self.wav2vec2 = Wav2Vec2Model(Wav2Vec2Config(**config_dict))
         self.wav2vec2.feature_extractor._freeze_parameters()
         self.interpolate_before_transformer = interpolate_before_transformer
+        self.fps = fps
+        # Conv frame s covers samples [320 s, 320 s + receptive field): centre time and rate.
+        cfg = self.wav2vec2.config
+        stride = math.prod(cfg.conv_stride)
+        receptive = 1
+        for k, st in zip(reversed(cfg.conv_kernel), reversed(cfg.conv_stride)):
+            receptive = (receptive - 1) * st + k
+        self.rate = 16000 / stride
+        self.offset = receptive / 2 / 16000
+
+    def _to_frames(self, hidden: torch.Tensor, num_frames: int, sample_lengths: torch.Tensor | None) -> torch.Tensor:
+        lengths = None if sample_lengths is None else self.wav2vec2._get_feat_extract_output_lengths(sample_lengths)
+        return resample_to_frames(hidden, num_frames, self.fps, self.rate, self.offset, lengths)
 
     @property
     def hidden_size(self) -> int:
@@ -161,19 +199,22 @@ class Wav2Vec2Stream(nn.Module):
         with torch.no_grad():
             return self.wav2vec2.feature_extractor(waveform).transpose(1, 2)
 
-    def transformer(self, conv_features: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-        """Trainable part: ``(B, S, conv_dim)`` → ``(B, T, hidden)`` on the 30 fps grid of ``frame_mask``."""
+    def transformer(
+        self, conv_features: torch.Tensor, frame_mask: torch.Tensor, sample_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Trainable part: ``(B, S, conv_dim)`` → ``(B, T, hidden)`` on the 30 fps grid of ``frame_mask``.
+        ``sample_lengths`` ``(B,)``: valid samples per clip of a padded batch."""
         num_frames = frame_mask.shape[1]
         hidden, _ = self.wav2vec2.feature_projection(conv_features)
         if self.interpolate_before_transformer:
-            hidden = interpolate_frames(hidden, num_frames)
+            hidden = self._to_frames(hidden, num_frames, sample_lengths)
             return self.wav2vec2.encoder(hidden, attention_mask=frame_mask).last_hidden_state
         # 50 Hz mask from the 30 fps mask: same valid duration.
         s = hidden.shape[1]
         lengths = frame_mask.sum(-1) * s // num_frames
         mask50 = torch.arange(s, device=hidden.device)[None, :] < lengths[:, None].clamp_min(1)
         hidden = self.wav2vec2.encoder(hidden, attention_mask=mask50).last_hidden_state
-        return interpolate_frames(hidden, num_frames)
+        return self._to_frames(hidden, num_frames, sample_lengths)
 
 
 class DualStreamEmotionExtractor(nn.Module):
@@ -182,7 +223,7 @@ class DualStreamEmotionExtractor(nn.Module):
     def __init__(self, config: PESTalkConfig) -> None:
         super().__init__()
         self.config = config
-        self.temporal = Wav2Vec2Stream(config.emotion_encoder_config, config.interpolate_before_transformer)
+        self.temporal = Wav2Vec2Stream(config.emotion_encoder_config, config.interpolate_before_transformer, config.fps)
         proj_in = self.temporal.hidden_size
         if config.use_frequency_stream:
             self.mel = LogMelSpectrogram(config)
@@ -203,18 +244,30 @@ class DualStreamEmotionExtractor(nn.Module):
         self.proj = nn.Linear(proj_in, config.feature_size)
         self.classifier = nn.Linear(config.feature_size, config.num_emotions)
 
-    def frequency_stream(self, waveform: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    def frequency_stream(
+        self, waveform: torch.Tensor, frame_mask: torch.Tensor, sample_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``(B, N)`` → E_f ``(B, T, freq_hidden_size)``."""
-        h = self.freq_in(interpolate_frames(self.mel(waveform), frame_mask.shape[1]))
+        mel = self.mel(waveform)  # frame m centred at m · hop / sr (center=True)
+        hop = self.config.mel_hop_length
+        lengths = None if sample_lengths is None else sample_lengths // hop + 1
+        mel = resample_to_frames(mel, frame_mask.shape[1], self.config.fps, self.config.sampling_rate / hop, 0.0, lengths)
+        h = self.freq_in(mel)
         for block in self.freq_blocks:
             h = block(h, frame_mask)
         return h
 
-    def forward(self, waveform: torch.Tensor, conv_features: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        waveform: torch.Tensor,
+        conv_features: torch.Tensor,
+        frame_mask: torch.Tensor,
+        sample_lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Returns E ``(B, T, F)``."""
-        parts = [self.temporal.transformer(conv_features, frame_mask)]
+        parts = [self.temporal.transformer(conv_features, frame_mask, sample_lengths)]
         if self.config.use_frequency_stream:
-            parts.append(self.frequency_stream(waveform, frame_mask))
+            parts.append(self.frequency_stream(waveform, frame_mask, sample_lengths))
         return self.proj(torch.cat(parts, dim=-1))
 
 
@@ -223,11 +276,13 @@ class ContentEncoder(nn.Module):
 
     def __init__(self, config: PESTalkConfig) -> None:
         super().__init__()
-        self.stream = Wav2Vec2Stream(config.content_encoder_config, config.interpolate_before_transformer)
+        self.stream = Wav2Vec2Stream(config.content_encoder_config, config.interpolate_before_transformer, config.fps)
         self.proj = nn.Linear(self.stream.hidden_size, config.feature_size)
 
-    def forward(self, conv_features: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.stream.transformer(conv_features, frame_mask))
+    def forward(
+        self, conv_features: torch.Tensor, frame_mask: torch.Tensor, sample_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.proj(self.stream.transformer(conv_features, frame_mask, sample_lengths))
 
 
 # ----------------------------------------------------------------------------------------- ESMM
@@ -365,14 +420,17 @@ class PeriodicPositionalEncoding(nn.Module):
 
     def __init__(self, d_model: int, period: int, dropout: float) -> None:
         super().__init__()
-        pos = torch.arange(period, dtype=torch.float32)[:, None]
-        div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
-        pe = torch.zeros(period, d_model)
-        pe[:, 0::2] = torch.sin(pos * div)
-        pe[:, 1::2] = torch.cos(pos * div)[:, : d_model // 2]
-        self.register_buffer("pe", pe, persistent=False)
-        self.period = period
+        self.d_model, self.period = d_model, period
+        self.register_buffer("pe", self.computed_buffers()["pe"], persistent=False)
         self.dropout = nn.Dropout(dropout)
+
+    def computed_buffers(self) -> dict[str, torch.Tensor]:
+        pos = torch.arange(self.period, dtype=torch.float32)[:, None]
+        div = torch.exp(torch.arange(0, self.d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / self.d_model))
+        pe = torch.zeros(self.period, self.d_model)
+        pe[:, 0::2] = torch.sin(pos * div)
+        pe[:, 1::2] = torch.cos(pos * div)[:, : self.d_model // 2]
+        return {"pe": pe}
 
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """``(B, T, d)`` → ``(B, T, d)``; ``offset`` = index of the first frame (chunked inference)."""
@@ -472,6 +530,10 @@ class PESTalkPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         # wav2vec2 sub-models initialise themselves (transformers dispatches nested PreTrainedModels
         # to their own _init_weights); this covers PESTalk's own layers.
+        if hasattr(module, "computed_buffers"):
+            # Non-persistent buffers are not in checkpoints: recompute them after (meta-device) loading.
+            for name, value in module.computed_buffers().items():
+                getattr(module, name).copy_(value)
         if isinstance(module, nn.Linear) and getattr(module, "zero_init", False):
             # Decoder output layers: training starts from the all-zero (rest) pose, as FaceFormer does.
             nn.init.zeros_(module.weight)
@@ -506,9 +568,15 @@ class PESTalkModel(PESTalkPreTrainedModel):
         self.style_projection = nn.Linear(style_in, config.style_dim)
         self.lower_decoder = StyleGuidedDecoder(config.feature_size + config.style_dim, len(config.lower_face_indices), config)
         self.upper_decoder = StyleGuidedDecoder(config.feature_size + config.style_dim, len(config.upper_face_indices), config)
-        self.register_buffer("lower_index", torch.tensor(config.lower_face_indices), persistent=False)
-        self.register_buffer("upper_index", torch.tensor(config.upper_face_indices), persistent=False)
+        for name, value in self.computed_buffers().items():
+            self.register_buffer(name, value, persistent=False)
         self.post_init()
+
+    def computed_buffers(self) -> dict[str, torch.Tensor]:
+        return {
+            "lower_index": torch.tensor(self.config.lower_face_indices),
+            "upper_index": torch.tensor(self.config.upper_face_indices),
+        }
 
     # ---------------------------------------------------------------- construction from checkpoints
     @classmethod
@@ -579,17 +647,18 @@ class PESTalkModel(PESTalkPreTrainedModel):
         return len(a) == len(b) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
 
     def encode(
-        self, input_values: torch.Tensor, frame_mask: torch.Tensor
+        self, input_values: torch.Tensor, frame_mask: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run Φ_E and Φ_C. ``(B, N)``, ``(B, T)`` → E ``(B, T, F)``, C ``(B, T, F)``."""
+        """Run Φ_E and Φ_C. ``(B, N)``, ``(B, T)``, ``(B, N)`` → E ``(B, T, F)``, C ``(B, T, F)``."""
+        lengths = None if attention_mask is None else attention_mask.long().sum(-1)
         content_conv = self.content_encoder.stream.conv_features(input_values)
         emotion_conv = (
             content_conv
             if self._feature_encoders_identical()
             else self.emotion_extractor.temporal.conv_features(input_values)
         )
-        emotion = self.emotion_extractor(input_values, emotion_conv, frame_mask)
-        content = self.content_encoder(content_conv, frame_mask)
+        emotion = self.emotion_extractor(input_values, emotion_conv, frame_mask, lengths)
+        content = self.content_encoder(content_conv, frame_mask, lengths)
         return emotion, content
 
     def _neutral_index(self) -> int | None:
@@ -707,7 +776,7 @@ class PESTalkModel(PESTalkPreTrainedModel):
                 f"labels must be (batch, {num_frames}, {self.config.num_blendshapes}) for {n} samples, got {tuple(labels.shape)}"
             )
 
-        emotion, content = self.encode(input_values, frame_mask)
+        emotion, content = self.encode(input_values, frame_mask, attention_mask)
         pooled_emotion = masked_mean(emotion, frame_mask)
         emotion_logits = self.emotion_extractor.classifier(pooled_emotion)
         teacher_speakers = None
@@ -748,7 +817,7 @@ class PESTalkModel(PESTalkPreTrainedModel):
             if pb != b:
                 raise ValueError(f"pair_input_values batch {pb} must equal input_values batch {b}")
             pair_mask, _ = frame_mask_from_attention_mask(pair_attention_mask, pb, pn, cfg, input_values.device)
-            pair_emotion, pair_content = self.encode(pair_input_values, pair_mask)
+            pair_emotion, pair_content = self.encode(pair_input_values, pair_mask, pair_attention_mask)
             out.loss_disentanglement = disentanglement_loss(
                 masked_mean(content, frame_mask), masked_mean(pair_content, pair_mask),
                 pooled_emotion, masked_mean(pair_emotion, pair_mask),
