@@ -93,6 +93,8 @@ class PESTalkConfig(PretrainedConfig):
         feature_size: size of E and C per frame (256 in the paper).
         emotions: class names of the emotion classifier (MEAD's 8).
         voiceprint_dim: voiceprint size (512 pyannote/embedding, 256 Resemblyzer).
+        voiceprint_backend: the speaker-embedding backend the library was built with ("resemblyzer",
+            "pyannote/embedding" or a checkpoint path); the pipeline uses the same one.
         style_speakers: names of the speakers in the ⟨speaker × emotion⟩ library (its first axis).
         use_style_library: ESMM on; ``False`` is the "w/o ESMM" ablation (one-hot emotion style).
         style_dim: size of the projected style (768 → 128).
@@ -132,6 +134,7 @@ class PESTalkConfig(PretrainedConfig):
         feature_size: int = 256,
         emotions: list[str] | tuple[str, ...] = MEAD_EMOTIONS,
         voiceprint_dim: int = 256,
+        voiceprint_backend: str = "resemblyzer",
         style_speakers: list[str] | tuple[str, ...] = (),
         use_style_library: bool = True,
         style_dim: int = 128,
@@ -174,6 +177,7 @@ class PESTalkConfig(PretrainedConfig):
         self.feature_size = feature_size
         self.emotions = list(emotions)
         self.voiceprint_dim = voiceprint_dim
+        self.voiceprint_backend = voiceprint_backend
         self.style_speakers = list(style_speakers)
         self.use_style_library = use_style_library
         self.style_dim = style_dim

@@ -25,8 +25,13 @@ AutoModel.register(PESTalkConfig, PESTalkModel, exist_ok=True)
 PESTalkConfig.register_for_auto_class()
 PESTalkModel.register_for_auto_class("AutoModel")
 
+from .pipeline import AudioToBlendshapePipeline, register_pipeline  # noqa: E402  (needs the registration above)
+
+register_pipeline()
+
 __all__ = [
     "ARKIT_BLENDSHAPE_NAMES",
+    "AudioToBlendshapePipeline",
     "DEFAULT_MODEL",
     "MEAD_EMOTIONS",
     "PESTalkConfig",

@@ -1,0 +1,49 @@
+# PESTalk-HF — the two commands of the README:
+#   make demo   set up, then speech → animation files with the embedded default model (no network)
+#   make test   set up (Python env + test tools), then run the test suite
+# Everything installs into ./.venv and ./.tools (both git-ignored).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TOOLS  := .tools
+AUDIO  ?=
+OUT    ?= out
+export HF_HUB_OFFLINE := 1
+export PYANNOTE_METRICS_ENABLED := false
+export GRADIO_ANALYTICS_ENABLED := False
+export MPLBACKEND := Agg
+
+.PHONY: setup tools demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+# Test-only tools outside Python: the Khronos glTF validator (npm).
+tools: $(TOOLS)/node_modules/gltf-validator/package.json
+
+$(TOOLS)/node_modules/gltf-validator/package.json:
+	mkdir -p $(TOOLS)
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS) gltf-validator@2
+
+demo: setup
+	@if [ -z "$(AUDIO)" ]; then \
+		$(VENV)/bin/pestalk say "Hello! I am so happy to see you again." -o $(OUT)/hello.wav && \
+		$(VENV)/bin/pestalk animate $(OUT)/hello.wav -o $(OUT) --format all; \
+	else \
+		$(VENV)/bin/pestalk animate $(AUDIO) -o $(OUT) --format all; \
+	fi
+
+test: setup tools
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/bench_inference.py
+
+clean:
+	rm -rf $(VENV) $(TOOLS) $(OUT)

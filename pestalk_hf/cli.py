@@ -1,0 +1,220 @@
+"""The ``pestalk`` command: speech → animation files an animator can open.
+
+Exit codes (stable, for scripts):
+    0  every input was animated and written
+    1  some inputs failed (each is reported; the others were written)
+    2  usage error: bad arguments, unknown emotion/speaker/format, unusable model or avatar
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".mp4", ".mov", ".webm", ".opus"}
+FORMATS = ("csv", "json", "npz", "glb", "mp4", "png")
+
+ANIMATE_EPILOG = """\
+formats:
+  csv   Live Link Face CSV (iPhone app layout: Timecode, BlendShapeCount, 52 capitalised ARKit
+        names, head/eye rotations) — import into Unreal Engine / MetaHuman
+  json  weights per frame + fps, names, emotion probabilities and the retrieved style
+  npz   numpy arrays (weights (T, 52), names, fps)
+  glb   the avatar with a 30 fps morph-target animation — Blender, three.js, any glTF viewer
+  mp4   the rendered head with your audio (H.264 + AAC, 30 fps)
+  png   a plot of the upper- and lower-face curves
+
+examples:
+  pestalk animate speech.wav -o out/
+  pestalk animate clips/ -o out/ --format csv,glb --emotion happy --intensity 0.8
+  pestalk animate talk.mp3 -o out/ --speaker-style spk03 --blinks --smoothing 1.5
+  pestalk animate speech.wav -o out/ --avatar my_character.glb --format glb,mp4
+"""
+
+
+def _parse_formats(text: str) -> list[str]:
+    if text.strip() == "all":
+        return list(FORMATS)
+    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise argparse.ArgumentTypeError(f"unknown format(s) {unknown or text!r}; choose from {', '.join(FORMATS)} or 'all'")
+    return formats
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pestalk",
+        description="PESTalk: speech → 52 ARKit facial blendshapes at 30 fps, with emotion and personal style.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "animate", help="animate speech files", epilog=ANIMATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Animate one or more speech files (or folders of them) and write animation files.",
+    )
+    p.add_argument("inputs", nargs="+", type=Path, help="audio/video files or folders (searched for audio files)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder (created if missing)")
+    p.add_argument("--format", type=_parse_formats, default=list(FORMATS), metavar="LIST",
+                   help="comma-separated formats or 'all' (default: all): " + ",".join(FORMATS))
+    p.add_argument("--model", default=None, help="model folder or Hub id (default: the embedded default model)")
+    p.add_argument("--avatar", type=Path, default=None, help="ARKit-rigged .glb for glb/mp4 (default: our procedural head)")
+    p.add_argument("--emotion", default=None, help="force an emotion (see `pestalk info`); default: read from the voice")
+    p.add_argument("--intensity", type=float, default=None, help="0 = neutral style, 1 = as retrieved, up to 2")
+    p.add_argument("--speaker-style", default=None, help="use this library speaker's style (see `pestalk info`)")
+    p.add_argument("--style-top-k", type=int, default=None, help="soft style retrieval over the k nearest entries")
+    p.add_argument("--smoothing", type=float, default=0.0, help="Gaussian smoothing sigma in frames (default 0)")
+    p.add_argument("--blinks", action="store_true", help="add procedural eye blinks")
+    p.add_argument("--max-seconds", type=float, default=3600.0, help="refuse longer inputs (default 3600)")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cpu)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    i = sub.add_parser("info", help="show a model's emotions and style-library speakers")
+    i.add_argument("--model", default=None, help="model folder or Hub id (default: the embedded default model)")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+
+    s = sub.add_parser("say", help="synthesise a test sentence with eSpeak NG (for demos; no network)")
+    s.add_argument("text", help="what to say")
+    s.add_argument("-o", "--output", type=Path, required=True, help="output .wav path")
+    s.add_argument("--voice", default="en-us", help="eSpeak NG voice (default en-us)")
+    return parser
+
+
+def collect_inputs(paths: list[Path]) -> list[Path]:
+    """Files as given; folders expanded to the audio/video files inside (sorted, recursive)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"no audio files in folder {path}")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {path}")
+    return files
+
+
+def _unique_stems(files: list[Path]) -> list[str]:
+    """Output stems: the file stem, disambiguated with its parent folder when two inputs share it."""
+    stems = [f.stem for f in files]
+    return [f"{f.parent.name}_{f.stem}" if stems.count(f.stem) > 1 else f.stem for f in files]
+
+
+def _load(model: str | None, device: str | None):
+    from . import DEFAULT_MODEL
+    from .pipeline import load_pipeline
+
+    path = model or DEFAULT_MODEL
+    if model is None and not (Path(DEFAULT_MODEL) / "config.json").exists():
+        raise FileNotFoundError(f"the embedded default model is missing at {DEFAULT_MODEL}; pass --model")
+    return load_pipeline(path, device=device or "cpu")
+
+
+def cmd_animate(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .audio import AudioError
+    from .avatar import load_avatar
+
+    try:
+        files = collect_inputs(args.inputs)
+        avatar = load_avatar(args.avatar) if args.avatar is not None else None
+        pipe = _load(args.model, args.device)
+        params = dict(
+            emotion=args.emotion, intensity=args.intensity, speaker_style=args.speaker_style,
+            style_top_k=args.style_top_k, smoothing=args.smoothing, blinks=args.blinks, max_seconds=args.max_seconds,
+        )
+        pipe._sanitize_parameters(**params)  # unknown emotion/speaker → usage error before any work
+    except (ValueError, FileNotFoundError, OSError) as err:
+        print(f"pestalk: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    bar = tqdm(list(zip(files, _unique_stems(files))), desc="animating", unit="file", disable=args.quiet)
+    for path, stem in bar:
+        bar.set_postfix_str(path.name)
+        try:
+            animation = pipe(str(path), **params)
+            written = animation.save(args.output, stem, formats=args.format, avatar=avatar)
+        except AudioError as err:
+            failures += 1
+            tqdm.write(f"pestalk: {path}: {err}", file=sys.stderr)
+            continue
+        style = animation.style or {}
+        top = max(animation.emotion_probabilities.items(), key=lambda kv: kv[1])
+        tqdm.write(
+            f"{path.name}: {animation.num_frames} frames ({animation.duration:.2f} s), emotion {top[0]} "
+            f"({top[1]:.0%}), style {style.get('speaker')}/{style.get('emotion')} → "
+            + ", ".join(p.name for p in written.values())
+        )
+    if failures:
+        print(f"pestalk: {failures} of {len(files)} input(s) failed", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from transformers import AutoConfig
+
+    from . import DEFAULT_MODEL
+
+    try:
+        config = AutoConfig.from_pretrained(args.model or DEFAULT_MODEL)
+    except (OSError, ValueError) as err:
+        print(f"pestalk: error: cannot read model config: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    info = {
+        "model": args.model or DEFAULT_MODEL,
+        "emotions": list(config.emotions),
+        "library_speakers": list(config.style_speakers),
+        "voiceprint_backend": config.voiceprint_backend,
+        "fps": config.fps,
+        "sampling_rate": config.sampling_rate,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"model:             {info['model']}")
+        print(f"emotions:          {', '.join(info['emotions'])}")
+        print(f"library speakers:  {', '.join(info['library_speakers']) or '(none)'}")
+        print(f"voiceprints:       {info['voiceprint_backend']}")
+        print(f"output:            52 ARKit blendshapes at {info['fps']} fps from {info['sampling_rate']} Hz audio")
+    return EXIT_OK
+
+
+def cmd_say(args: argparse.Namespace) -> int:
+    import soundfile as sf
+
+    from .data.espeak import VoiceSettings, synthesize
+
+    if not args.text.strip():
+        print("pestalk: error: nothing to say", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = synthesize(args.text, VoiceSettings(voice=args.voice))
+    except (ValueError, RuntimeError) as err:
+        print(f"pestalk: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.output.with_name(f".{args.output.name}.tmp")
+    sf.write(tmp, result.waveform, result.sampling_rate, format="WAV", subtype="PCM_16")
+    tmp.replace(args.output)
+    print(f"wrote {args.output} ({len(result.waveform) / result.sampling_rate:.2f} s)")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"animate": cmd_animate, "info": cmd_info, "say": cmd_say}[args.command]
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""``pipeline("audio-to-blendshape")``: speech in, a :class:`BlendshapeAnimation` out.
+
+Registered with transformers' ``PIPELINE_REGISTRY`` when ``pestalk_hf`` is imported, and saved into
+``custom_pipelines`` of a pushed model (see :func:`register_pipeline`). Audio is decoded by
+:func:`pestalk_hf.audio.load_audio` (soundfile/PyAV; never an external ffmpeg binary).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModel, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .animation import BlendshapeAnimation
+from .audio import SAMPLING_RATE, load_audio
+from .postprocess import add_blinks, smooth
+from .voiceprint import VoiceprintBackend, get_voiceprint_backend
+
+TASK = "audio-to-blendshape"
+DEFAULT_MAX_SECONDS = 3600.0
+
+
+def resolve_emotion(config, emotion: str | int | None) -> int | None:
+    """Emotion name (or index) → index in ``config.emotions``; clear error listing valid names."""
+    if emotion is None or emotion == "" or emotion == "auto":
+        return None
+    if isinstance(emotion, (int, np.integer)) and 0 <= int(emotion) < len(config.emotions):
+        return int(emotion)
+    if isinstance(emotion, str) and emotion in config.emotions:
+        return config.emotions.index(emotion)
+    raise ValueError(f"unknown emotion {emotion!r}; this model knows: {', '.join(config.emotions)}")
+
+
+def resolve_speaker(config, speaker: str | int | None) -> int | None:
+    """Library speaker name (or index) → index in ``config.style_speakers``."""
+    if speaker is None or speaker == "" or speaker == "auto":
+        return None
+    names = list(config.style_speakers)
+    if isinstance(speaker, (int, np.integer)) and 0 <= int(speaker) < len(names):
+        return int(speaker)
+    if isinstance(speaker, str) and speaker in names:
+        return names.index(speaker)
+    listing = ", ".join(names) if names else "(the style library is empty)"
+    raise ValueError(f"unknown library speaker {speaker!r}; this model's library has: {listing}")
+
+
+def check_intensity(intensity: float | None) -> float | None:
+    if intensity is None:
+        return None
+    value = float(intensity)
+    if not math.isfinite(value) or not 0.0 <= value <= 2.0:
+        raise ValueError(f"intensity must be a number in [0, 2] (1 = as retrieved), got {intensity!r}")
+    return value
+
+
+class AudioToBlendshapePipeline(Pipeline):
+    """Speech → 52 ARKit blendshapes at 30 fps, with emotion and personalised style.
+
+    Inputs (one, or a list/iterator of them): a path (wav, flac, ogg, mp3, the audio track of
+    mp4/mov), ``bytes``, a numpy array with ``sampling_rate=``, a ``{"array", "sampling_rate"}`` dict.
+
+    Call parameters:
+        emotion: force an emotion by name (default: read from the voice).
+        intensity: 0 = the speaker's neutral style … 1 = as retrieved … 2 = exaggerated.
+        speaker_style: use this library speaker's style instead of the nearest voiceprint.
+        style_top_k: soft retrieval over the k nearest library styles.
+        smoothing: Gaussian smoothing σ in frames (0 = off).
+        blinks: add procedural eye blinks (``True``/``False``); ``blink_seed`` picks their timing.
+        sampling_rate: rate of a raw numpy input.
+        max_seconds: refuse longer audio (default 3600 s); long audio is processed in windows.
+    """
+
+    def __init__(self, *args: Any, voiceprint_backend: VoiceprintBackend | str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        backend = voiceprint_backend or getattr(self.model.config, "voiceprint_backend", "resemblyzer")
+        self.voiceprint_backend = get_voiceprint_backend(backend) if isinstance(backend, str) else backend
+        if self.voiceprint_backend.dim != self.model.config.voiceprint_dim:
+            raise ValueError(
+                f"voiceprint backend {self.voiceprint_backend.name!r} gives {self.voiceprint_backend.dim}-d vectors "
+                f"but the model expects {self.model.config.voiceprint_dim}-d"
+            )
+
+    def _sanitize_parameters(
+        self,
+        emotion: str | int | None = None,
+        intensity: float | None = None,
+        speaker_style: str | int | None = None,
+        style_top_k: int | None = None,
+        smoothing: float | None = None,
+        blinks: bool | None = None,
+        blink_seed: int | None = None,
+        sampling_rate: int | None = None,
+        max_seconds: float | None = None,
+        **kwargs: Any,
+    ):
+        if kwargs:
+            raise TypeError(f"unexpected pipeline arguments: {sorted(kwargs)}")
+        preprocess = {"sampling_rate": sampling_rate, "max_seconds": max_seconds or DEFAULT_MAX_SECONDS}
+        forward = {
+            "force_emotion": resolve_emotion(self.model.config, emotion),
+            "force_speaker": resolve_speaker(self.model.config, speaker_style),
+            "intensity": check_intensity(intensity),
+        }
+        if style_top_k is not None:
+            if int(style_top_k) < 1:
+                raise ValueError(f"style_top_k must be ≥ 1, got {style_top_k}")
+            forward["style_top_k"] = int(style_top_k)
+        post = {"smoothing": float(smoothing or 0.0), "blinks": bool(blinks), "blink_seed": int(blink_seed or 0)}
+        smooth(np.zeros((2, 1), np.float32), post["smoothing"])  # validate early, before any decoding
+        return preprocess, forward, post
+
+    def preprocess(self, inputs: Any, sampling_rate: int | None = None, max_seconds: float = DEFAULT_MAX_SECONDS):
+        waveform = load_audio(inputs, sampling_rate, max_seconds=max_seconds)
+        voiceprint = self.voiceprint_backend.embed(waveform)
+        return {
+            "waveform": torch.from_numpy(waveform),
+            "voiceprint": torch.from_numpy(np.asarray(voiceprint, dtype=np.float32)),
+        }
+
+    def _forward(self, model_inputs: dict[str, torch.Tensor], **forward_params: Any) -> dict[str, Any]:
+        device = self.model.device
+        out = self.model.animate(
+            model_inputs["waveform"].to(device), model_inputs["voiceprint"].to(device), **forward_params
+        )
+        return {
+            "blendshapes": out.blendshapes[0].float().cpu(),
+            "emotion_logits": out.emotion_logits[0].float().cpu(),
+            "style_index": int(out.style_indices[0]),
+            "style_similarity": float(out.style_similarity[0]),
+            "waveform": model_inputs["waveform"],
+        }
+
+    def postprocess(self, model_outputs: dict[str, Any], smoothing: float = 0.0, blinks: bool = False, blink_seed: int = 0):
+        cfg = self.model.config
+        weights = model_outputs["blendshapes"].numpy()
+        weights = smooth(weights, smoothing)
+        if blinks:
+            weights = add_blinks(weights, cfg.fps, blink_seed)
+        probs = torch.softmax(model_outputs["emotion_logits"], -1).numpy()
+        return BlendshapeAnimation(
+            weights=np.clip(weights, 0.0, 1.0),
+            fps=cfg.fps,
+            emotion_probabilities={name: float(p) for name, p in zip(cfg.emotions, probs)},
+            style=describe_style(cfg, model_outputs["style_index"], model_outputs["style_similarity"]),
+            audio=model_outputs["waveform"].numpy(),
+            sample_rate=SAMPLING_RATE,
+        )
+
+    # ------------------------------------------------------------------ streaming
+    def stream(
+        self,
+        chunks: Iterable[Any],
+        sampling_rate: int = SAMPLING_RATE,
+        context_seconds: int = 4,
+        lookahead_seconds: float = 0.3,
+        **params: Any,
+    ) -> Iterator[np.ndarray]:
+        """Animate audio as it arrives (microphone, network): yields ``(k, 52)`` arrays of new frames.
+
+        See :class:`pestalk_hf.streaming.StreamingAnimator` for the latency model.
+        """
+        from .streaming import StreamingAnimator
+
+        _, forward, post = self._sanitize_parameters(**params)
+        animator = StreamingAnimator(
+            self.model, self.voiceprint_backend, context_seconds=context_seconds,
+            lookahead_seconds=lookahead_seconds, **forward,
+        )
+        resampler = None
+        if sampling_rate != SAMPLING_RATE:
+            import soxr
+
+            resampler = soxr.ResampleStream(sampling_rate, SAMPLING_RATE, 1, dtype="float32")
+        for chunk in chunks:
+            audio = np.asarray(chunk, dtype=np.float32).reshape(-1)
+            if resampler is not None:
+                audio = resampler.resample_chunk(audio)
+            frames = animator.push(audio)
+            if len(frames):
+                yield np.clip(frames, 0, 1)
+        frames = animator.flush()
+        if len(frames):
+            yield np.clip(frames, 0, 1)
+
+
+def describe_style(config, index: int, similarity: float) -> dict[str, Any]:
+    """Flat library index → ``{"speaker", "emotion", "similarity"}`` (``speaker`` None when unused)."""
+    if index < 0:
+        return {"speaker": None, "emotion": None, "similarity": similarity}
+    c = len(config.emotions)
+    return {"speaker": config.style_speakers[index // c], "emotion": config.emotions[index % c], "similarity": similarity}
+
+
+def register_pipeline() -> None:
+    """Register the task with transformers (idempotent)."""
+    if TASK not in PIPELINE_REGISTRY.get_supported_tasks():
+        PIPELINE_REGISTRY.register_pipeline(
+            TASK, pipeline_class=AudioToBlendshapePipeline, pt_model=AutoModel, type="audio"
+        )
+
+
+def load_pipeline(model: str | None = None, device: str | int | None = None, **kwargs: Any) -> AudioToBlendshapePipeline:
+    """The pipeline on ``model`` (a folder or Hub id; default: the embedded default model)."""
+    from transformers import pipeline as hf_pipeline
+
+    from . import DEFAULT_MODEL
+
+    register_pipeline()
+    return hf_pipeline(TASK, model=model or DEFAULT_MODEL, device=device, **kwargs)
