@@ -40,7 +40,7 @@ demo: setup
 	fi
 
 test: setup tools
-	$(PY) -m pytest -q
+	GLTF_VALIDATOR_NODE_PATH=$(CURDIR)/$(TOOLS)/node_modules $(PY) -m pytest -q
 
 bench: setup
 	$(PY) bench/bench_inference.py

@@ -1,0 +1,326 @@
+"""ARKit-rigged avatars: load any glTF/GLB head with ARKit morph targets, or build our own.
+
+An :class:`Avatar` is a triangle mesh in world space plus its morph targets re-ordered into the
+internal ARKit order (:data:`ARKIT`, alphabetical), so that ``vertices + w @ morph_targets`` poses
+it for a (52,) weight vector ``w`` whatever the rig's own names and order were. It keeps the
+source glTF document, so an animation can be written back onto the *original* asset
+(:mod:`pestalk_hf.exporters`), retargeted onto its own target names and order.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .blendshapes import ARKIT_NAMES, NUM_BLENDSHAPES, MorphTargetMatch, match_morph_targets
+from .gltf_io import GltfDocument, read_gltf
+
+#: Order of the first axis of :attr:`Avatar.morph_targets` (52 ARKit names, alphabetical).
+ARKIT: tuple[str, ...] = ARKIT_NAMES
+
+DEFAULT_SKIN = (0.80, 0.66, 0.58)
+
+
+@dataclass(frozen=True)
+class MorphMesh:
+    """A glTF mesh of the source document that carries ARKit morph targets."""
+
+    mesh_index: int
+    target_names: tuple[str, ...]
+    match: MorphTargetMatch
+    node_indices: tuple[int, ...]
+
+
+@dataclass(eq=False)  # arrays: identity equality only
+class Avatar:
+    """A posable head.
+
+    Attributes:
+        vertices: (V, 3) float32 rest positions in world space (all morph weights 0).
+        faces: (F, 3) int32 triangle indices.
+        morph_targets: (52, V, 3) float32 position deltas in :data:`ARKIT` order; zeros for shapes
+            the rig lacks. Rig targets that map to one ARKit shape (left/right halves) are summed.
+        names_present: ARKit names the rig drives, in :data:`ARKIT` order.
+        name: human-readable name (file stem for loaded avatars).
+        colors: optional (V, 3) float32 RGB in [0, 1] used by the renderer.
+        document: the source glTF (single buffer) used to re-export the original asset.
+        morph_meshes: the meshes of ``document`` with ARKit targets and how their names matched.
+        unmatched_targets: rig target names that are not ARKit shapes (left at weight 0).
+        source_path: file the avatar was loaded from (None for generated ones).
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    morph_targets: np.ndarray
+    names_present: tuple[str, ...]
+    name: str = "avatar"
+    colors: np.ndarray | None = None
+    document: GltfDocument | None = None
+    morph_meshes: tuple[MorphMesh, ...] = ()
+    unmatched_targets: tuple[str, ...] = ()
+    source_path: Path | None = None
+    _sparse_targets: Any = field(default=None, repr=False, compare=False)
+    _moving: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        v, f, m = self.vertices, self.faces, self.morph_targets
+        if v.ndim != 2 or v.shape[1] != 3:
+            raise ValueError(f"Avatar.vertices must be (V, 3), got {v.shape}")
+        if f.ndim != 2 or f.shape[1] != 3:
+            raise ValueError(f"Avatar.faces must be (F, 3), got {f.shape}")
+        if m.shape != (NUM_BLENDSHAPES,) + v.shape:
+            raise ValueError(f"Avatar.morph_targets must be (52, {v.shape[0]}, 3), got {m.shape}")
+        if f.size and (f.min() < 0 or f.max() >= v.shape[0]):
+            raise ValueError("Avatar.faces index outside the vertex array")
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.vertices.shape[0])
+
+    @property
+    def moving_vertices(self) -> np.ndarray:
+        """Indices of the vertices some morph target moves (the rest never change)."""
+        if self._moving is None:
+            from scipy.sparse import csr_matrix
+
+            self._moving = np.flatnonzero(np.any(self.morph_targets != 0, axis=(0, 2)))
+            # (3M, 52) sparse: posing costs O(non-zero deltas), not O(52 × V)
+            flat = self.morph_targets[:, self._moving].reshape(NUM_BLENDSHAPES, -1).T
+            self._sparse_targets = csr_matrix(flat)
+        return self._moving
+
+    def pose(self, weights: np.ndarray) -> np.ndarray:
+        """(52,) weights → (V, 3) posed vertices; (T, 52) → (T, V, 3).
+
+        Only the moving vertices are touched, with a sparse product, so posing stays cheap per
+        frame even for big meshes.
+        """
+        w = np.asarray(weights, dtype=np.float32)
+        if w.shape[-1] != NUM_BLENDSHAPES:
+            raise ValueError(f"Avatar.pose: weights must end in 52, got {w.shape}")
+        moving = self.moving_vertices
+        flat = w.reshape(-1, NUM_BLENDSHAPES)
+        out = np.broadcast_to(self.vertices, (flat.shape[0],) + self.vertices.shape).copy()
+        offsets = np.asarray(self._sparse_targets @ flat.T, dtype=np.float32).T  # (N, 3M)
+        out[:, moving] += offsets.reshape(flat.shape[0], len(moving), 3)
+        return out.reshape(w.shape[:-1] + self.vertices.shape)
+
+    def face_region(self) -> tuple[np.ndarray, float]:
+        """Centre and radius of the region the morph targets visibly move (what a camera frames).
+
+        Vertices moved by less than 10% of the largest displacement (neck skin dragged by the
+        jaw, say) are ignored so that heads with shoulders are still framed on the face.
+        """
+        reach = np.linalg.norm(self.morph_targets, axis=2).max(axis=0)
+        moving = reach > 0.1 * reach.max() if reach.max() > 0 else np.ones(len(reach), dtype=bool)
+        pts = self.vertices[moving]
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        return ((lo + hi) / 2).astype(np.float32), float(np.linalg.norm(hi - lo) / 2)
+
+
+class VertexNormals:
+    """Area-weighted unit vertex normals for a fixed topology, fast enough to run every frame.
+
+    The face→vertex accumulation is a precomputed sparse incidence matrix, so one frame costs a
+    cross product and one sparse product instead of a slow ``np.add.at`` scatter. With
+    ``rest``/``moving`` given, faces that touch no moving vertex are summed once up front and
+    only the moving part is recomputed per frame.
+    """
+
+    def __init__(self, faces: np.ndarray, num_vertices: int, rest: np.ndarray | None = None,
+                 moving: np.ndarray | None = None) -> None:
+        from scipy.sparse import csr_matrix
+
+        f = np.asarray(faces, dtype=np.int64)
+        self._static = np.zeros((num_vertices, 3), dtype=np.float32)
+        self._rows = np.arange(num_vertices)
+        if rest is not None and moving is not None:
+            is_moving = np.zeros(num_vertices, dtype=bool)
+            is_moving[moving] = True
+            dynamic = is_moving[f].any(axis=1)
+            static_faces = f[~dynamic]
+            fn = _face_cross(np.asarray(rest, dtype=np.float32), static_faces)
+            for k in range(3):
+                for c in range(3):
+                    self._static[:, c] += np.bincount(static_faces[:, k], weights=fn[:, c],
+                                                      minlength=num_vertices).astype(np.float32)
+            f = f[dynamic]
+            self._rows = np.unique(f)
+        local = np.searchsorted(self._rows, f.ravel())
+        self._flat_faces = f.ravel()
+        self._corners = np.empty((len(self._flat_faces), 3), dtype=np.float32)
+        self.incidence = csr_matrix((np.ones(len(local), dtype=np.float32), (local, np.repeat(np.arange(len(f)), 3))),
+                                    shape=(len(self._rows), len(f)))
+
+    def __call__(self, vertices: np.ndarray) -> np.ndarray:
+        v = np.asarray(vertices, dtype=np.float32)
+        np.take(v, self._flat_faces, axis=0, out=self._corners)  # much faster than v[faces]
+        tri = self._corners.reshape(-1, 3, 3)
+        n = self._static.copy()
+        n[self._rows] += self.incidence @ np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        length = np.linalg.norm(n, axis=1, keepdims=True)
+        n /= np.maximum(length, 1e-20)
+        n[length[:, 0] <= 1e-20] = (0.0, 1.0, 0.0)  # isolated/degenerate vertices
+        return n
+
+
+def _face_cross(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    tri = v[faces]
+    return np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit area-weighted vertex normals (V, 3) float32; isolated vertices get +Y."""
+    return VertexNormals(faces, len(vertices))(vertices)
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading
+# ------------------------------------------------------------------------------------------------
+
+
+def load_avatar(path: str | Path) -> Avatar:
+    """Load any ARKit-rigged ``.glb``/``.gltf`` (all meshes of the default scene, baked to world space).
+
+    Morph targets are matched by name (``mesh.extras.targetNames``) with
+    :func:`~pestalk_hf.blendshapes.match_morph_targets`, so ``eyeBlinkLeft``, ``eyeBlink_L``,
+    ``EyeBlinkLeft`` or ``blendShape1.eyeBlinkLeft`` all work. Meshes without ARKit targets (eyes,
+    teeth) are kept as static geometry. Raises ValueError if no mesh has any ARKit morph target.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"load_avatar: {path} does not exist")
+    doc = read_gltf(path)
+    gltf = doc.gltf
+    world = doc.node_world_matrices()
+    verts, faces, colors, targets = [], [], [], []
+    morph_meshes: dict[int, MorphMesh] = {}
+    unmatched: list[str] = []
+    offset = 0
+    for node_index in sorted(world):
+        node = gltf["nodes"][node_index]
+        if "mesh" not in node:
+            continue
+        mesh_index = node["mesh"]
+        mesh = gltf["meshes"][mesh_index]
+        names = target_names(mesh)
+        match = match_morph_targets(names) if names else None
+        if match and match.mapping:
+            if mesh_index in morph_meshes:
+                old = morph_meshes[mesh_index]
+                morph_meshes[mesh_index] = MorphMesh(mesh_index, old.target_names, old.match,
+                                                     old.node_indices + (node_index,))
+            else:
+                morph_meshes[mesh_index] = MorphMesh(mesh_index, tuple(names), match, (node_index,))
+                unmatched += match.unmatched
+        # Skinned meshes ignore their node's transform (glTF spec); use the bind pose as is.
+        matrix = np.eye(4) if "skin" in node else world[node_index]
+        for prim in mesh.get("primitives", []):
+            tri = _triangles(doc, prim)
+            if tri is None:
+                continue
+            pos = doc.accessor(prim["attributes"]["POSITION"]).astype(np.float64)
+            verts.append(pos @ matrix[:3, :3].T + matrix[:3, 3])
+            faces.append(tri + offset)
+            colors.append(_primitive_colors(doc, prim, pos.shape[0]))
+            deltas = np.zeros((NUM_BLENDSHAPES, pos.shape[0], 3), dtype=np.float64)
+            if match and match.mapping:
+                for rig_idx, our_idx in match.mapping.items():
+                    tgt = prim.get("targets", [])
+                    if rig_idx < len(tgt) and "POSITION" in tgt[rig_idx]:
+                        deltas[our_idx] += doc.accessor(tgt[rig_idx]["POSITION"]) @ matrix[:3, :3].T
+            targets.append(deltas)
+            offset += pos.shape[0]
+    if not morph_meshes:
+        found = sorted({n for m in gltf.get("meshes", []) for n in target_names(m)})
+        detail = f"its morph targets are {found[:10]}{'…' if len(found) > 10 else ''}" if found else \
+            "it has no named morph targets (mesh.extras.targetNames)"
+        raise ValueError(f"load_avatar: {path} has no ARKit morph targets ({detail}); "
+                         f"expected names like {ARKIT[:3]} or their _L/_R variants")
+    if not verts:
+        raise ValueError(f"load_avatar: {path} has no triangle geometry in its default scene")
+    morph = np.concatenate(targets, axis=1).astype(np.float32)
+    driven = {i for m in morph_meshes.values() for i in m.match.mapping.values()}
+    present = tuple(n for i, n in enumerate(ARKIT) if i in driven)
+    return Avatar(
+        vertices=np.concatenate(verts).astype(np.float32),
+        faces=np.concatenate(faces).astype(np.int32),
+        morph_targets=morph,
+        names_present=present,
+        name=path.stem,
+        colors=np.concatenate(colors).astype(np.float32),
+        document=doc,
+        morph_meshes=tuple(morph_meshes[k] for k in sorted(morph_meshes)),
+        unmatched_targets=tuple(dict.fromkeys(unmatched)),
+        source_path=path,
+    )
+
+
+def target_names(mesh: dict[str, Any]) -> list[str]:
+    """A glTF mesh's morph-target names (``mesh.extras.targetNames``, or its first primitive's)."""
+    names = (mesh.get("extras") or {}).get("targetNames")
+    if not names:
+        prims = mesh.get("primitives", [])
+        names = (prims[0].get("extras") or {}).get("targetNames") if prims else None
+    return [str(n) for n in names] if names else []
+
+
+def _triangles(doc: GltfDocument, prim: dict[str, Any]) -> np.ndarray | None:
+    """(F, 3) triangle indices of a primitive (strips/fans converted); None for points/lines."""
+    mode = prim.get("mode", 4)
+    if mode not in (4, 5, 6) or "POSITION" not in prim.get("attributes", {}):
+        return None
+    if "indices" in prim:
+        idx = doc.accessor(prim["indices"])[:, 0].astype(np.int64)
+    else:
+        idx = np.arange(doc.gltf["accessors"][prim["attributes"]["POSITION"]]["count"])
+    if mode == 4:
+        return idx[: len(idx) // 3 * 3].reshape(-1, 3)
+    n = len(idx) - 2
+    if n <= 0:
+        return None
+    k = np.arange(n)
+    if mode == 5:  # strip: flip every other triangle to keep the winding
+        a, b, c = idx[k], idx[k + 1], idx[k + 2]
+        odd = k % 2 == 1
+        a, b = np.where(odd, b, a), np.where(odd, a, b)
+        return np.stack([a, b, c], axis=1)
+    return np.stack([np.full(n, idx[0]), idx[k + 1], idx[k + 2]], axis=1)
+
+
+def _primitive_colors(doc: GltfDocument, prim: dict[str, Any], count: int) -> np.ndarray:
+    attrs = prim.get("attributes", {})
+    if "COLOR_0" in attrs:
+        return doc.accessor(attrs["COLOR_0"])[:, :3].astype(np.float32)
+    rgb = DEFAULT_SKIN
+    if "material" in prim:
+        mat = doc.gltf["materials"][prim["material"]]
+        factor = (mat.get("pbrMetallicRoughness") or {}).get("baseColorFactor")
+        if factor:
+            rgb = tuple(factor[:3])
+    return np.tile(np.asarray(rgb, dtype=np.float32), (count, 1))
+
+
+# ------------------------------------------------------------------------------------------------
+# The procedural default head
+# ------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def default_avatar() -> Avatar:
+    """Our own procedural head with all 52 ARKit morph targets (deterministic, cached, read-only).
+
+    Generated at run time by :mod:`pestalk_hf.procedural_head` (no asset file), so the package
+    works offline and ships no third-party mesh.
+    """
+    from .procedural_head import build_head
+
+    head = build_head()
+    for arr in (head.vertices, head.faces, head.morph_targets, head.colors):
+        if arr is not None:
+            arr.setflags(write=False)
+    return head

@@ -1,0 +1,295 @@
+"""Readers and writers for blendshape animation files.
+
+Formats an animator can open:
+
+* Live Link Face CSV (Unreal Engine / MetaHuman, Blender add-ons): Apple column order.
+* JSON: self-describing (fps, names, weights, emotion probabilities, style).
+* NPZ: numpy arrays, loadable without pickle.
+* GLB: the avatar's mesh and morph targets plus a ``weights`` animation channel at the animation's
+  fps (LINEAR), retargeted onto the avatar's *own* morph-target names and order, so three.js,
+  Blender or any glTF viewer plays it directly.
+
+Every writer goes through :func:`atomic_write`: it writes a temporary file in the destination
+folder and renames it, so a crash never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .avatar import Avatar, MorphMesh, VertexNormals, target_names
+from .blendshapes import (
+    APPLE_NAMES,
+    ARKIT_NAMES,
+    LIVELINK_CSV_HEADER,
+    LIVELINK_HEAD_EYE_COLUMNS,
+    NUM_BLENDSHAPES,
+    match_morph_targets,
+    normalize_blendshape_name,
+    retarget_weights,
+    to_apple_order,
+    weights_from_rig,
+)
+from .gltf_io import GltfDocument, read_gltf
+
+JSON_FORMAT = "pestalk-blendshapes"
+JSON_VERSION = 1
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
+    """Open a temp file next to ``path``; on success fsync and rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({"newline": ""} if "b" not in mode else {})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str) -> Iterator[Path]:
+    """Like :func:`atomic_write` for libraries that want a file *name* (PyAV, matplotlib)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def check_weights(weights: Any) -> np.ndarray:
+    """Validate a (T, 52) weight array and return it as float32."""
+    arr = np.asarray(weights, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[1] != NUM_BLENDSHAPES:
+        raise ValueError(f"blendshape weights must have shape (T, 52), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("blendshape weights contain NaN or inf")
+    return arr
+
+
+# ------------------------------------------------------------------------------------------------
+# Live Link Face CSV
+# ------------------------------------------------------------------------------------------------
+
+
+def format_timecode(frame: int, fps: float) -> str:
+    """``HH:MM:SS:FF.mmm``: frame number within the second, ``.mmm`` the sub-frame (0 for us)."""
+    fps_int = max(1, int(round(fps)))
+    seconds, ff = divmod(int(frame), fps_int)
+    hh, rem = divmod(seconds, 3600)
+    mm, ss = divmod(rem, 60)
+    return f"{hh:02d}:{mm:02d}:{ss:02d}:{ff:02d}.000"
+
+
+def write_livelink_csv(path: str | Path, weights: np.ndarray, fps: float) -> None:
+    """Write a Live Link Face CSV (52 shapes in Apple order; head/eye rotation columns are 0)."""
+    w = to_apple_order(check_weights(weights))
+    count = len(APPLE_NAMES) + len(LIVELINK_HEAD_EYE_COLUMNS)
+    zeros = ",".join("0" for _ in LIVELINK_HEAD_EYE_COLUMNS)
+    buf = io.StringIO()
+    buf.write(",".join(LIVELINK_CSV_HEADER) + "\n")
+    for t, row in enumerate(w):
+        buf.write(f"{format_timecode(t, fps)},{count}," + ",".join(f"{v:.6f}" for v in row) + f",{zeros}\n")
+    with atomic_write(path, "w") as fh:
+        fh.write(buf.getvalue())
+
+
+def read_livelink_csv(path: str | Path) -> np.ndarray:
+    """Read a Live Link Face CSV (or any CSV whose columns are ARKit names) → (T, 52) internal order.
+
+    Columns are matched by name, so Apple order, alphabetical order or ``_L``/``_R`` spellings all
+    work; ``Timecode``, ``BlendShapeCount`` and head/eye rotations are ignored. Shapes without a
+    column are 0. Raises ValueError if no column is an ARKit name.
+    """
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        raise ValueError(f"{path}: empty CSV")
+    header = [h.strip() for h in rows[0]]
+    columns = {}
+    for c, name in enumerate(header):
+        if name.lower() in ("timecode", "blendshapecount") or name in LIVELINK_HEAD_EYE_COLUMNS:
+            continue
+        arkit = normalize_blendshape_name(name)
+        if arkit is not None:
+            columns[c] = ARKIT_NAMES.index(arkit)
+    if not columns:
+        raise ValueError(f"{path}: no ARKit blendshape columns in header {header[:5]}…")
+    body = [r for r in rows[1:] if r and any(cell.strip() for cell in r)]
+    out = np.zeros((len(body), NUM_BLENDSHAPES), dtype=np.float32)
+    for t, row in enumerate(body):
+        if len(row) < len(header):
+            raise ValueError(f"{path}: row {t + 2} has {len(row)} cells, header has {len(header)}")
+        for c, j in columns.items():
+            out[t, j] = float(row[c])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# JSON and NPZ
+# ------------------------------------------------------------------------------------------------
+
+
+def write_json(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (already JSON-safe) atomically."""
+    with atomic_write(path, "w") as fh:
+        json.dump(payload, fh, separators=(",", ":"), allow_nan=False)
+
+
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write a compressed NPZ atomically (only plain numeric/unicode arrays: loadable without pickle)."""
+    with atomic_write(path, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
+# ------------------------------------------------------------------------------------------------
+# GLB
+# ------------------------------------------------------------------------------------------------
+
+
+def avatar_document(avatar: Avatar) -> tuple[GltfDocument, tuple[MorphMesh, ...]]:
+    """Build a self-contained glTF document for an avatar that has none (the procedural head).
+
+    One mesh with POSITION, NORMAL, COLOR_0 and 52 sparse morph targets (POSITION and NORMAL
+    deltas) named in internal ARKit order, one node, one scene.
+    """
+    doc = GltfDocument({"asset": {"version": "2.0", "generator": "pestalk_hf"}}, b"")
+    verts = np.ascontiguousarray(avatar.vertices, dtype=np.float32)
+    normals_of = VertexNormals(avatar.faces, len(verts))
+    normals = normals_of(verts)
+    attributes = {
+        "POSITION": doc.add_accessor(verts, "VEC3", target=34962),
+        "NORMAL": doc.add_accessor(normals, "VEC3", target=34962, with_bounds=False),
+    }
+    if avatar.colors is not None:
+        attributes["COLOR_0"] = doc.add_accessor(np.clip(avatar.colors, 0, 1).astype(np.float32), "VEC3",
+                                                 target=34962, with_bounds=False)
+    indices = doc.add_accessor(avatar.faces.astype(np.uint32).ravel(), "SCALAR", target=34963)
+    targets = []
+    for i in range(NUM_BLENDSHAPES):
+        delta = avatar.morph_targets[i]
+        moved = normals_of(verts + delta) - normals
+        moved[np.abs(moved) < 1e-5] = 0.0
+        targets.append({"POSITION": doc.add_sparse_vec3(delta), "NORMAL": doc.add_sparse_vec3(moved)})
+    doc.gltf.update({
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"name": avatar.name, "mesh": 0}],
+        "materials": [{"name": "skin", "pbrMetallicRoughness": {"baseColorFactor": [1, 1, 1, 1],
+                                                                "metallicFactor": 0.0, "roughnessFactor": 0.7},
+                       "doubleSided": True}],
+        "meshes": [{"name": avatar.name, "primitives": [{"attributes": attributes, "indices": indices,
+                                                         "material": 0, "mode": 4, "targets": targets}],
+                    "weights": [0.0] * NUM_BLENDSHAPES, "extras": {"targetNames": list(ARKIT_NAMES)}}],
+    })
+    match = match_morph_targets(ARKIT_NAMES)
+    return doc, (MorphMesh(0, tuple(ARKIT_NAMES), match, (0,)),)
+
+
+def write_animation_glb(path: str | Path, weights: np.ndarray, fps: float, avatar: Avatar,
+                        name: str = "pestalk") -> None:
+    """Write the avatar's glTF plus one animation driving its morph weights (LINEAR, ``fps``).
+
+    Existing animations of the source asset are dropped (they would fight ours); the mesh,
+    materials and node hierarchy are kept byte-for-byte.
+    """
+    w = check_weights(weights)
+    if avatar.document is None or not avatar.morph_meshes:
+        raise ValueError("write_animation_glb: the avatar carries no glTF document to export")
+    if fps <= 0:
+        raise ValueError(f"write_animation_glb: fps must be positive, got {fps}")
+    doc = avatar.document.copy()
+    doc.gltf.pop("animations", None)
+    times = (np.arange(len(w), dtype=np.float64) / fps).astype(np.float32)
+    time_acc = doc.add_accessor(times, "SCALAR")
+    samplers, channels = [], []
+    for mm in avatar.morph_meshes:
+        rig = retarget_weights(np.clip(w, 0.0, 1.0), mm.match, len(mm.target_names))
+        out_acc = doc.add_accessor(rig.astype(np.float32).ravel(), "SCALAR", with_bounds=False)
+        samplers.append({"input": time_acc, "output": out_acc, "interpolation": "LINEAR"})
+        for node in mm.node_indices:
+            channels.append({"sampler": len(samplers) - 1, "target": {"node": node, "path": "weights"}})
+    doc.gltf["animations"] = [{"name": name, "samplers": samplers, "channels": channels}]
+    with atomic_write(path, "wb") as fh:
+        fh.write(doc.to_glb_bytes())
+
+
+def read_animation_glb(path: str | Path, fps: float = 30.0, animation: int | str | None = None) -> np.ndarray:
+    """Read the morph-weights animation of a glTF/GLB → (T, 52) internal order sampled at ``fps``.
+
+    The animation is resampled on the grid ``t0 + k / fps`` starting at its first key (LINEAR and
+    STEP interpolation are honoured; CUBICSPLINE uses its key values); keys already on that grid
+    (a capture at ``fps``) are taken unchanged. With several meshes, each
+    ARKit shape is taken from the first channel that drives it. ``animation`` picks one by index
+    or name (default: the first with a ``weights`` channel).
+    """
+    doc = read_gltf(path)
+    anims = doc.gltf.get("animations", [])
+    chosen = None
+    for i, anim in enumerate(anims):
+        if animation is not None and animation not in (i, anim.get("name")):
+            continue
+        if any(ch["target"].get("path") == "weights" for ch in anim.get("channels", [])):
+            chosen = anim
+            break
+    if chosen is None:
+        raise ValueError(f"{path}: no animation with a morph-target 'weights' channel"
+                         + (f" matching {animation!r}" if animation is not None else ""))
+    keyed = []
+    for ch in chosen["channels"]:
+        node_idx = ch["target"].get("node")
+        if ch["target"].get("path") != "weights" or node_idx is None:
+            continue
+        mesh = doc.gltf["meshes"][doc.gltf["nodes"][node_idx]["mesh"]]
+        names = target_names(mesh)
+        match = match_morph_targets(names)
+        sampler = chosen["samplers"][ch["sampler"]]
+        times = doc.accessor(sampler["input"])[:, 0].astype(np.float64)
+        values = doc.accessor(sampler["output"]).astype(np.float32).reshape(-1)
+        k = len(mesh["primitives"][0].get("targets", [])) or len(names)
+        interp = sampler.get("interpolation", "LINEAR")
+        values = values.reshape(len(times), 3, k)[:, 1] if interp == "CUBICSPLINE" else values.reshape(len(times), k)
+        keyed.append((times, values, interp, match))
+    t0 = min(tk[0][0] for tk in keyed)
+    t1 = max(tk[0][-1] for tk in keyed)
+    n = int(np.floor((t1 - t0) * fps + 1e-6)) + 1
+    grid = t0 + np.arange(n) / fps
+    out = np.zeros((n, NUM_BLENDSHAPES), dtype=np.float32)
+    done: set[int] = set()
+    for times, values, interp, match in keyed:
+        on_grid = len(times) == n and np.allclose(times, grid, atol=1e-4)
+        if on_grid:  # keys already at fps: take them as they are (no float-time interpolation error)
+            sampled = values
+        elif interp == "STEP":
+            idx = np.clip(np.searchsorted(times, grid + 1e-9, side="right") - 1, 0, len(times) - 1)
+            sampled = values[idx]
+        else:
+            sampled = np.stack([np.interp(grid, times, values[:, j]) for j in range(values.shape[1])], axis=1)
+        ours = weights_from_rig(sampled, match)
+        for j in sorted(set(match.mapping.values()) - done):
+            out[:, j] = ours[:, j]
+        done |= set(match.mapping.values())
+    return out
