@@ -100,3 +100,11 @@ def write_parquet_shard(rows: Iterable[dict[str, Any]], path: str | Path) -> int
     ds.to_parquet(str(tmp))
     tmp.replace(path)
     return len(rows)
+
+
+def num_frames_for(num_samples: int, sampling_rate: int = SAMPLING_RATE, fps: int = FPS) -> int:
+    """T = ceil(N / sampling_rate * fps) in exact integer arithmetic: the label frame count the
+    model expects for N audio samples (float rounding would be off by one at exact multiples)."""
+    if num_samples < 0:
+        raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+    return (num_samples * fps + sampling_rate - 1) // sampling_rate
