@@ -157,3 +157,28 @@ def test_streaming_matches_offline_and_bounds_latency(pipe):
     # streamed frames follow the offline animation closely (same model; shorter context per window)
     offline = pipe({"array": audio, "sampling_rate": 16000}).weights
     assert np.abs(streamed - offline).mean() < 0.1
+
+
+def test_pushed_folder_gives_the_pipeline_through_trust_remote_code(tiny_model_dir, tmp_path):
+    """A folder prepared for the Hub: `pipeline(task, model=folder, trust_remote_code=True)` in a fresh
+    interpreter that never imported pestalk_hf (the package must be installed, not imported)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from pestalk_hf.hub import save_for_hub
+
+    folder = save_for_hub(PESTalkModel.from_pretrained(tiny_model_dir), tmp_path / "hub")
+    script = textwrap.dedent(f"""
+        import sys, numpy as np
+        from transformers import pipeline
+        assert "pestalk_hf" not in sys.modules
+        pipe = pipeline("audio-to-blendshape", model={str(folder)!r}, trust_remote_code=True)
+        t = np.arange(16000) / 16000
+        anim = pipe({{"array": (0.2 * np.sin(2 * np.pi * 200 * t)).astype("float32"), "sampling_rate": 16000}})
+        print(type(pipe).__name__, anim.weights.shape)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "AudioToBlendshapePipeline (30, 52)" in proc.stdout
