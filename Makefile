@@ -29,7 +29,7 @@ tools: $(TOOLS)/node_modules/gltf-validator/package.json
 
 $(TOOLS)/node_modules/gltf-validator/package.json:
 	mkdir -p $(TOOLS)
-	npm install --silent --no-audit --no-fund --prefix $(TOOLS) gltf-validator@2
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS) gltf-validator@2.0.0-dev.3.10
 
 demo: setup
 	@if [ -z "$(AUDIO)" ]; then \
