@@ -82,3 +82,25 @@ def test_remote_code_loads_in_a_clean_interpreter_without_pestalk_hf(tmp_path):
                           env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert torch.equal(torch.load(tmp_path / "y.pt", weights_only=True), expected.detach())
+
+
+def test_from_sub_models_pretrained_loads_both_encoders(tmp_path):
+    """The paper-size constructor, exercised with two local tiny wav2vec2 checkpoints instead of the Hub ids."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from pestalk_hf.modeling.configuration_pestalk import tiny_wav2vec2_config
+
+    sources = {}
+    for i, name in enumerate(("content", "emotion")):
+        torch.manual_seed(10 + i)
+        sources[name] = Wav2Vec2Model(Wav2Vec2Config(**tiny_wav2vec2_config()))
+        sources[name].save_pretrained(tmp_path / name)
+    model = PESTalkModel.from_sub_models_pretrained(
+        str(tmp_path / "content"), str(tmp_path / "emotion"), **tiny_config_kwargs()
+    )
+    for name, stream in (("content", model.content_encoder.stream), ("emotion", model.emotion_extractor.temporal)):
+        loaded, source = stream.wav2vec2.state_dict(), sources[name].state_dict()
+        assert all(torch.equal(loaded[k], source[k]) for k in source), name
+    assert not model._feature_encoders_identical()  # different seeds → distinct conv weights
+    out = model.eval()(torch.randn(1, 16000) * 0.1)
+    assert out.blendshapes.shape == (1, 30, 52)
