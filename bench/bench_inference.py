@@ -7,6 +7,7 @@ subprocess so peaks do not mix. Random weights (speed does not depend on their v
     python bench/bench_inference.py                 # the README table (tiny/small/paper; 10 s, 60 s; fp32, bf16)
     python bench/bench_inference.py --quick         # tiny + small only
     python bench/bench_inference.py --case paper --seconds 600 --dtype fp32   # one case
+    (--dtype int8: dynamic int8 quantisation of the Linear layers, the CPU fast path)
 
 Paper-size encoders: both wav2vec2-large (24 layers, 1024 hidden). The paper's two checkpoints are
 fine-tuned from the same wav2vec2 with the conv feature encoder frozen, so their conv weights are equal
@@ -79,10 +80,15 @@ def rss_bytes() -> int:
 def run_case(case: str, seconds: float, dtype: str, distinct_conv: bool) -> dict:
     import torch
 
+    from pestalk_hf.pipeline import quantize_int8
+
     model = build(case, distinct_conv)
-    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}[dtype]
     model.to(torch_dtype)
-    n_params = sum(p.numel() for p in model.parameters())
+    if dtype == "int8":
+        model = quantize_int8(model)
+    n_params = sum(p.numel() for p in build(case, distinct_conv).parameters()) if dtype == "int8" else sum(
+        p.numel() for p in model.parameters())
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         model.animate(torch.randn(16000, generator=gen).to(torch_dtype) * 0.1)  # warm-up
@@ -133,7 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", choices=CASES)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "int8"), default="fp32")
     parser.add_argument("--distinct-conv", action="store_true")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true")
@@ -144,8 +150,9 @@ def main() -> None:
         return
     plan = [(c, s, d, False) for c in ("tiny", "small") for s in (10, 60) for d in ("fp32", "bf16")]
     if not args.quick:
-        plan += [("paper", 10, "fp32", False), ("paper", 60, "fp32", False), ("paper", 10, "fp32", True),
-                 ("paper", 10, "bf16", False), ("paper", 600, "fp32", False)]
+        plan += [("paper", 10, "fp32", False), ("paper", 60, "fp32", False), ("paper", 10, "int8", False),
+                 ("paper", 60, "int8", False), ("paper", 10, "fp32", True), ("paper", 10, "bf16", False),
+                 ("paper", 600, "fp32", False)]
     for case in plan:
         print(fmt(spawn(*case)), flush=True)
 

@@ -182,3 +182,13 @@ def test_pushed_folder_gives_the_pipeline_through_trust_remote_code(tiny_model_d
                           env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "AudioToBlendshapePipeline (30, 52)" in proc.stdout
+
+
+def test_int8_pipeline_stays_close_to_fp32(tiny_model_dir):
+    from pestalk_hf.pipeline import load_pipeline
+
+    audio = {"array": speech_like(2.0, seed=5), "sampling_rate": 16000}
+    fp32 = load_pipeline(str(tiny_model_dir))(audio).weights
+    int8 = load_pipeline(str(tiny_model_dir), int8=True)
+    assert any("quantized" in type(m).__module__ for m in int8.model.modules())
+    assert np.abs(int8(audio).weights - fp32).mean() < 0.05
