@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 
-CASES = ("tiny", "small", "paper")
+CASES = ("tiny", "small", "paper", "ref")  # ref: two plain wav2vec2-large run whole (the baseline of the issue)
 
 
 def wav2vec2_large() -> dict:
@@ -77,9 +77,32 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def run_reference(seconds: float) -> dict:
+    """Two plain wav2vec2-large encoders on the whole clip: the yardstick PESTalk's paper size is compared
+    with in the same run (machine load changes absolute numbers several-fold; ratios hold)."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    encoders = [Wav2Vec2Model(Wav2Vec2Config(**wav2vec2_large())).eval() for _ in range(2)]
+    audio = torch.randn(1, int(seconds * 16000)) * 0.1
+    with torch.inference_mode():
+        for enc in encoders:
+            enc(audio[:, :16000])
+        start = time.perf_counter()
+        for enc in encoders:
+            enc(audio)
+        wall = time.perf_counter() - start
+    return {"case": "ref", "params_M": round(sum(p.numel() for e in encoders for p in e.parameters()) / 1e6, 1),
+            "seconds": seconds, "dtype": "fp32", "distinct_conv": True, "wall_s": round(wall, 2),
+            "rtf": round(wall / seconds, 3), "weights_MB": 0, "peak_above_weights_MB": 0,
+            "threads": torch.get_num_threads()}
+
+
 def run_case(case: str, seconds: float, dtype: str, distinct_conv: bool) -> dict:
     import torch
 
+    if case == "ref":
+        return run_reference(seconds)
     from pestalk_hf.pipeline import quantize_int8
 
     model = build(case, distinct_conv)
@@ -130,7 +153,9 @@ def spawn(case: str, seconds: float, dtype: str, distinct_conv: bool) -> dict:
 def fmt(r: dict) -> str:
     if "error" in r:
         return f"{r['case']:<6} {r['seconds']:>6.0f} s  {r['dtype']:<5} ERROR {r['error']}"
-    conv = " distinct-conv" if r["distinct_conv"] else ""
+    conv = " distinct-conv" if r["distinct_conv"] and r["case"] != "ref" else ""
+    if r["case"] == "ref":
+        return f"ref    {r['params_M']:>6.1f}M {r['seconds']:>6.0f} s  fp32  RTF {r['rtf']:>6.3f}  wall {r['wall_s']:>7.2f} s  (two plain wav2vec2-large, whole clip)"
     return (f"{r['case']:<6} {r['params_M']:>6.1f}M {r['seconds']:>6.0f} s  {r['dtype']:<5} RTF {r['rtf']:>6.3f}  "
             f"wall {r['wall_s']:>7.2f} s  peak +{r['peak_above_weights_MB']:>5} MB above {r['weights_MB']} MB{conv}")
 
@@ -150,11 +175,19 @@ def main() -> None:
         return
     plan = [(c, s, d, False) for c in ("tiny", "small") for s in (10, 60) for d in ("fp32", "bf16")]
     if not args.quick:
-        plan += [("paper", 10, "fp32", False), ("paper", 60, "fp32", False), ("paper", 10, "int8", False),
+        plan += [("ref", 10, "fp32", True), ("paper", 10, "fp32", False), ("paper", 60, "fp32", False), ("paper", 10, "int8", False),
                  ("paper", 60, "int8", False), ("paper", 10, "fp32", True), ("paper", 10, "bf16", False),
                  ("paper", 600, "fp32", False)]
+    results = []
     for case in plan:
-        print(fmt(spawn(*case)), flush=True)
+        results.append(spawn(*case))
+        print(fmt(results[-1]), flush=True)
+    ref = next((r for r in results if r.get("case") == "ref" and "rtf" in r), None)
+    if ref:
+        for r in results:
+            if r.get("case") == "paper" and "rtf" in r:
+                print(f"ratio paper {r['seconds']:.0f} s {r['dtype']}{' distinct-conv' if r['distinct_conv'] else ''} / "
+                      f"two plain wav2vec2-large on 10 s (per audio second): {r['rtf'] / ref['rtf']:.2f}")
 
 
 if __name__ == "__main__":
