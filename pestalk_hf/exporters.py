@@ -46,6 +46,14 @@ JSON_FORMAT = "pestalk-blendshapes"
 JSON_VERSION = 1
 
 
+def _publish(tmp: str, path: Path) -> None:
+    """Give the temp file the permissions a plain ``open()`` would (mkstemp makes it 0600), then rename."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
     """Open a temp file next to ``path``; on success fsync and rename it over ``path``."""
@@ -57,7 +65,7 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -73,7 +81,7 @@ def atomic_path(path: str | Path, suffix: str) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

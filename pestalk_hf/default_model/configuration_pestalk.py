@@ -1,0 +1,302 @@
+"""PESTalk configuration.
+
+Hub remote code: this file must import only torch/transformers and same-folder modules, because
+``save_pretrained`` copies it next to the weights for ``trust_remote_code`` loading.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from transformers import PretrainedConfig, Wav2Vec2Config
+
+# The 52 ARKit blendshapes in alphabetical order: the internal order of every tensor in this
+# project (EmoTalk and 3D-ETF use the same order).
+ARKIT_BLENDSHAPE_NAMES: tuple[str, ...] = (
+    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "cheekPuff", "cheekSquintLeft", "cheekSquintRight",
+    "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft",
+    "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight",
+    "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight",
+    "jawForward", "jawLeft", "jawOpen", "jawRight",
+    "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight",
+    "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft",
+    "mouthPressRight", "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper",
+    "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight",
+    "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+    "noseSneerLeft", "noseSneerRight", "tongueOut",
+)
+
+# Lower face (speech-driven, high frequency): jaw + mouth + cheekPuff/Squint + noseSneer = 32.
+# Everything else (brows, eyes, tongueOut) is the upper face (emotion-driven, low frequency) = 20.
+DEFAULT_LOWER_FACE_NAMES: tuple[str, ...] = tuple(
+    n for n in ARKIT_BLENDSHAPE_NAMES
+    if n.startswith(("jaw", "mouth", "cheek", "noseSneer"))
+)
+
+# MEAD's eight emotions, the ClassLabel order of the 3D-EmoStyle dataset.
+MEAD_EMOTIONS: tuple[str, ...] = (
+    "neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised",
+)
+
+
+def tiny_wav2vec2_config(hidden_size: int = 32, num_layers: int = 2, num_heads: int = 2) -> dict[str, Any]:
+    """A tiny randomly-initialisable wav2vec2 config (conv strides multiply to 320, like the real one)."""
+    return Wav2Vec2Config(
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=hidden_size * 2,
+        conv_dim=(16, 16, 16, 16, 16, 16, 16),
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        layerdrop=0.0,
+        mask_time_prob=0.0,
+    ).to_dict()
+
+
+def _normalise_encoder_config(config: dict[str, Any] | None) -> dict[str, Any]:
+    """Complete a wav2vec2 sub-config dict with its defaults so that save → load round-trips exactly."""
+    full = Wav2Vec2Config(**(config or tiny_wav2vec2_config())).to_dict()
+    for key in ("transformers_version", "_name_or_path"):
+        full.pop(key, None)
+    return full
+
+
+class PESTalkConfig(PretrainedConfig):
+    r"""Configuration of :class:`PESTalkModel`.
+
+    Defaults reproduce the paper where it speaks (feature size 256, voiceprint + emotion style of
+    512 + 256, loss weights 1 / 0.5 / 0.1 / 0.01, 32 lower + 20 upper blendshapes) and DESIGN.md §3
+    where it is silent. The two wav2vec2 encoders are sub-configs; by default they are tiny so that
+    ``PESTalkConfig()`` builds in milliseconds. Use :meth:`PESTalkModel.from_sub_models_pretrained`
+    for the paper-size model.
+
+    Args:
+        content_encoder_config: wav2vec2 config dict of the content encoder Φ_C.
+        emotion_encoder_config: wav2vec2 config dict of the temporal emotion stream Φ_E^t.
+        sampling_rate: audio sample rate in Hz (16 kHz).
+        fps: animation frame rate (30).
+        num_mel_bins / mel_n_fft / mel_win_length / mel_hop_length: log-mel front end of Φ_E^f.
+        use_frequency_stream: ablation switch "w/o Φ_E^f".
+        freq_hidden_size / freq_num_blocks / freq_num_heads / freq_conv_kernel_size: KAN-Conformer.
+        kan_grid_size / kan_spline_order / kan_ffn_expansion: the KAN layers replacing the FFN MLPs.
+        feature_size: size of E and C per frame (256 in the paper).
+        emotions: class names of the emotion classifier (MEAD's 8).
+        voiceprint_dim: voiceprint size (512 pyannote/embedding, 256 Resemblyzer).
+        voiceprint_backend: the speaker-embedding backend the library was built with ("resemblyzer",
+            "pyannote/embedding" or a checkpoint path); the pipeline uses the same one.
+        style_speakers: names of the speakers in the ⟨speaker × emotion⟩ library (its first axis).
+        use_style_library: ESMM on; ``False`` is the "w/o ESMM" ablation (one-hot emotion style).
+        style_dim: size of the projected style (768 → 128).
+        style_retrieval_top_k: 1 = the paper's arg-min; >1 = soft retrieval over the k nearest.
+        style_retrieval_temperature: softmax temperature (on cosine similarity) for soft retrieval.
+        decoder_hidden_size / decoder_num_heads / decoder_num_layers / decoder_ffn_dim: each decoder.
+        period: period (frames) of the periodic positional encoding and the attention bias.
+        blendshape_names: output channel names (52 ARKit, alphabetical).
+        lower_face_names: the subset decoded by Φ_D^low; the rest go to Φ_D^up.
+        loss_weight_*: λ1..λ4 of Eq. 7.
+        interpolate_before_transformer: align conv features to the 30 fps grid before the wav2vec2
+            transformers (FaceFormer-style; cheaper), else after.
+        chunk_seconds / chunk_overlap_seconds: window and overlap for long-audio inference.
+        clamp_output: clamp inference outputs into [0, 1].
+    """
+
+    model_type = "pestalk"
+
+    def __init__(
+        self,
+        content_encoder_config: dict[str, Any] | None = None,
+        emotion_encoder_config: dict[str, Any] | None = None,
+        sampling_rate: int = 16000,
+        fps: int = 30,
+        num_mel_bins: int = 80,
+        mel_n_fft: int = 512,
+        mel_win_length: int = 400,
+        mel_hop_length: int = 160,
+        use_frequency_stream: bool = True,
+        freq_hidden_size: int = 64,
+        freq_num_blocks: int = 2,
+        freq_num_heads: int = 4,
+        freq_conv_kernel_size: int = 15,
+        kan_grid_size: int = 5,
+        kan_spline_order: int = 3,
+        kan_ffn_expansion: int = 2,
+        feature_size: int = 256,
+        emotions: list[str] | tuple[str, ...] = MEAD_EMOTIONS,
+        voiceprint_dim: int = 256,
+        voiceprint_backend: str = "resemblyzer",
+        style_speakers: list[str] | tuple[str, ...] = (),
+        use_style_library: bool = True,
+        style_dim: int = 128,
+        style_retrieval_top_k: int = 1,
+        style_retrieval_temperature: float = 0.05,
+        decoder_hidden_size: int = 64,
+        decoder_num_heads: int = 4,
+        decoder_num_layers: int = 2,
+        decoder_ffn_dim: int = 128,
+        period: int = 30,
+        dropout: float = 0.1,
+        blendshape_names: list[str] | tuple[str, ...] = ARKIT_BLENDSHAPE_NAMES,
+        lower_face_names: list[str] | tuple[str, ...] = DEFAULT_LOWER_FACE_NAMES,
+        loss_weight_position: float = 1.0,
+        loss_weight_motion: float = 0.5,
+        loss_weight_classification: float = 0.1,
+        loss_weight_disentanglement: float = 0.01,
+        interpolate_before_transformer: bool = True,
+        chunk_seconds: float = 20.0,
+        chunk_overlap_seconds: float = 2.0,
+        clamp_output: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        self.content_encoder_config = _normalise_encoder_config(content_encoder_config)
+        self.emotion_encoder_config = _normalise_encoder_config(emotion_encoder_config)
+        self.sampling_rate = sampling_rate
+        self.fps = fps
+        self.num_mel_bins = num_mel_bins
+        self.mel_n_fft = mel_n_fft
+        self.mel_win_length = mel_win_length
+        self.mel_hop_length = mel_hop_length
+        self.use_frequency_stream = use_frequency_stream
+        self.freq_hidden_size = freq_hidden_size
+        self.freq_num_blocks = freq_num_blocks
+        self.freq_num_heads = freq_num_heads
+        self.freq_conv_kernel_size = freq_conv_kernel_size
+        self.kan_grid_size = kan_grid_size
+        self.kan_spline_order = kan_spline_order
+        self.kan_ffn_expansion = kan_ffn_expansion
+        self.feature_size = feature_size
+        self.emotions = list(emotions)
+        self.voiceprint_dim = voiceprint_dim
+        self.voiceprint_backend = voiceprint_backend
+        self.style_speakers = list(style_speakers)
+        self.use_style_library = use_style_library
+        self.style_dim = style_dim
+        self.style_retrieval_top_k = style_retrieval_top_k
+        self.style_retrieval_temperature = style_retrieval_temperature
+        self.decoder_hidden_size = decoder_hidden_size
+        self.decoder_num_heads = decoder_num_heads
+        self.decoder_num_layers = decoder_num_layers
+        self.decoder_ffn_dim = decoder_ffn_dim
+        self.period = period
+        self.dropout = dropout
+        self.blendshape_names = list(blendshape_names)
+        self.lower_face_names = list(lower_face_names)
+        self.loss_weight_position = loss_weight_position
+        self.loss_weight_motion = loss_weight_motion
+        self.loss_weight_classification = loss_weight_classification
+        self.loss_weight_disentanglement = loss_weight_disentanglement
+        self.interpolate_before_transformer = interpolate_before_transformer
+        self.chunk_seconds = chunk_seconds
+        self.chunk_overlap_seconds = chunk_overlap_seconds
+        self.clamp_output = clamp_output
+        super().__init__(**kwargs)
+        self.validate()
+
+    # ------------------------------------------------------------------ derived views
+    @property
+    def upper_face_names(self) -> list[str]:
+        lower = set(self.lower_face_names)
+        return [n for n in self.blendshape_names if n not in lower]
+
+    @property
+    def lower_face_indices(self) -> list[int]:
+        lower = set(self.lower_face_names)
+        return [i for i, n in enumerate(self.blendshape_names) if n in lower]
+
+    @property
+    def upper_face_indices(self) -> list[int]:
+        lower = set(self.lower_face_names)
+        return [i for i, n in enumerate(self.blendshape_names) if n not in lower]
+
+    @property
+    def num_blendshapes(self) -> int:
+        return len(self.blendshape_names)
+
+    @property
+    def num_emotions(self) -> int:
+        return len(self.emotions)
+
+    @property
+    def num_style_speakers(self) -> int:
+        return len(self.style_speakers)
+
+    @property
+    def samples_per_frame(self) -> float:
+        return self.sampling_rate / self.fps
+
+    def num_frames(self, num_samples: int) -> int:
+        """Number of animation frames for ``num_samples`` of audio: ceil(seconds × fps)."""
+        # Integer arithmetic avoids float round-up at exact frame boundaries.
+        return -(-int(num_samples) * self.fps // self.sampling_rate)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the offending field when the config is inconsistent."""
+        positive_ints = (
+            "sampling_rate", "fps", "num_mel_bins", "mel_n_fft", "mel_win_length", "mel_hop_length",
+            "freq_hidden_size", "freq_num_blocks", "freq_num_heads", "freq_conv_kernel_size",
+            "kan_grid_size", "kan_spline_order", "kan_ffn_expansion", "feature_size",
+            "voiceprint_dim", "style_dim", "style_retrieval_top_k", "decoder_hidden_size",
+            "decoder_num_heads", "decoder_num_layers", "decoder_ffn_dim", "period",
+        )
+        for field in positive_ints:
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"PESTalkConfig.{field} must be a positive integer, got {value!r}")
+        for field in ("chunk_seconds", "style_retrieval_temperature"):
+            value = getattr(self, field)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"PESTalkConfig.{field} must be a positive number, got {value!r}")
+        if not (0 <= self.chunk_overlap_seconds < self.chunk_seconds / 2):
+            raise ValueError(
+                "PESTalkConfig.chunk_overlap_seconds must be in [0, chunk_seconds / 2), "
+                f"got {self.chunk_overlap_seconds!r} with chunk_seconds={self.chunk_seconds!r}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"PESTalkConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        for field in ("freq_hidden_size", "decoder_hidden_size"):
+            heads = self.freq_num_heads if field.startswith("freq") else self.decoder_num_heads
+            if getattr(self, field) % heads:
+                raise ValueError(
+                    f"PESTalkConfig.{field}={getattr(self, field)} must be divisible by its number of heads ({heads})"
+                )
+        if self.freq_conv_kernel_size % 2 == 0:
+            raise ValueError(f"PESTalkConfig.freq_conv_kernel_size must be odd, got {self.freq_conv_kernel_size}")
+        for field in ("blendshape_names", "emotions", "style_speakers"):
+            names = getattr(self, field)
+            if not all(isinstance(n, str) and n for n in names):
+                raise ValueError(f"PESTalkConfig.{field} must hold non-empty strings")
+            duplicated = sorted({n for n in names if names.count(n) > 1})
+            if duplicated:
+                raise ValueError(f"PESTalkConfig.{field} has duplicated names: {duplicated}")
+        if not self.emotions:
+            raise ValueError("PESTalkConfig.emotions must name at least one emotion")
+        unknown = [n for n in self.lower_face_names if n not in self.blendshape_names]
+        if unknown:
+            raise ValueError(f"PESTalkConfig.lower_face_names has names not in blendshape_names: {unknown}")
+        if len(set(self.lower_face_names)) != len(self.lower_face_names):
+            raise ValueError("PESTalkConfig.lower_face_names lists a name twice")
+        if not self.lower_face_names or len(self.lower_face_names) == len(self.blendshape_names):
+            raise ValueError(
+                "PESTalkConfig.lower_face_names must split blendshape_names into two non-empty parts "
+                f"(got {len(self.lower_face_names)} lower of {len(self.blendshape_names)})"
+            )
+        for field in ("content_encoder_config", "emotion_encoder_config"):
+            sub = getattr(self, field)
+            strides = sub.get("conv_stride", ())
+            if math.prod(strides) != 320:
+                raise ValueError(
+                    f"PESTalkConfig.{field}.conv_stride must multiply to 320 (50 Hz features at 16 kHz), got {strides}"
+                )
+        if self.sampling_rate != 16000:
+            raise ValueError(f"PESTalkConfig.sampling_rate must be 16000 (wav2vec2), got {self.sampling_rate}")

@@ -1,0 +1,166 @@
+"""Kolmogorov–Arnold Network layer (B-spline, "efficient-KAN" formulation) and the KAN-Conformer block.
+
+Hub remote code: torch only.
+
+A KAN layer replaces ``y = W·σ(x)`` by a sum of learned univariate functions,
+``y_j = Σ_i [ w_base[j,i]·SiLU(x_i) + Σ_g w_spline[j,i,g]·B_g(x_i) ]``, where ``B_g`` are the
+B-spline bases of order ``k`` on a uniform grid of ``grid_size`` intervals over ``grid_range``
+(extended by ``k`` knots on each side so the bases form a partition of unity inside the range).
+Writing it as two matmuls (base path + flattened spline bases) keeps it as fast as an MLP of the
+same width up to a factor of (grid_size + k + 1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class KANLinear(nn.Module):
+    """B-spline KAN layer mapping ``(..., in_features)`` → ``(..., out_features)``.
+
+    Args:
+        in_features / out_features: widths.
+        grid_size: number of grid intervals over ``grid_range``.
+        spline_order: B-spline order k (3 = cubic).
+        grid_range: interval on which the spline is resolved; inputs outside it only see the base
+            path and the tails of the outer bases (normalise inputs, e.g. LayerNorm, beforehand).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        grid_size: int = 5,
+        spline_order: int = 3,
+        grid_range: tuple[float, float] = (-1.0, 1.0),
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.grid_size = grid_size
+        self.spline_order = spline_order
+        h = (grid_range[1] - grid_range[0]) / grid_size
+        knots = torch.arange(-spline_order, grid_size + spline_order + 1, dtype=torch.float32) * h + grid_range[0]
+        # (in_features, grid_size + 2k + 1); a buffer so it follows .to(device) and is saved.
+        self.register_buffer("grid", knots.expand(in_features, -1).contiguous())
+        self.base_weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.spline_weight = nn.Parameter(torch.empty(out_features, in_features, grid_size + spline_order))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.base_weight, a=math.sqrt(5))
+        # Small splines at start: the layer begins close to a SiLU MLP and learns its curvature.
+        nn.init.normal_(self.spline_weight, std=0.1 / math.sqrt(self.in_features))
+
+    def b_splines(self, x: torch.Tensor) -> torch.Tensor:
+        """B-spline bases of ``x``.
+
+        Args:
+            x: ``(N, in_features)``.
+        Returns:
+            ``(N, in_features, grid_size + spline_order)`` basis values (Cox–de Boor recursion).
+        """
+        grid = self.grid.to(x.dtype)
+        x = x.unsqueeze(-1)
+        bases = ((x >= grid[:, :-1]) & (x < grid[:, 1:])).to(x.dtype)
+        for k in range(1, self.spline_order + 1):
+            left = (x - grid[:, : -(k + 1)]) / (grid[:, k:-1] - grid[:, : -(k + 1)]) * bases[:, :, :-1]
+            right = (grid[:, k + 1 :] - x) / (grid[:, k + 1 :] - grid[:, 1:(-k)]) * bases[:, :, 1:]
+            bases = left + right
+        return bases
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., in_features)`` → ``(..., out_features)``."""
+        shape = x.shape
+        x = x.reshape(-1, self.in_features)
+        base = F.linear(F.silu(x), self.base_weight)
+        spline = F.linear(
+            self.b_splines(x).reshape(x.shape[0], -1),
+            self.spline_weight.reshape(self.out_features, -1),
+        )
+        return (base + spline).reshape(*shape[:-1], self.out_features)
+
+
+class KANFeedForward(nn.Module):
+    """Conformer feed-forward module with its two linear layers replaced by KAN layers.
+
+    LayerNorm first keeps inputs inside the spline grid range; a tanh squashes the hidden
+    activations back into it before the second KAN layer.
+    """
+
+    def __init__(self, d_model: int, expansion: int, grid_size: int, spline_order: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.kan1 = KANLinear(d_model, d_model * expansion, grid_size, spline_order)
+        self.kan2 = KANLinear(d_model * expansion, d_model, grid_size, spline_order)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, d)`` → ``(B, T, d)``."""
+        return self.dropout(self.kan2(torch.tanh(self.kan1(self.norm(x)))))
+
+
+class ConformerConvModule(nn.Module):
+    """Pointwise conv → GLU → depthwise conv → LayerNorm → SiLU → pointwise conv.
+
+    LayerNorm instead of the original BatchNorm: statistics must not depend on batch padding or
+    on how long audio is chunked at inference.
+    """
+
+    def __init__(self, d_model: int, kernel_size: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.pointwise_in = nn.Conv1d(d_model, 2 * d_model, 1)
+        self.depthwise = nn.Conv1d(d_model, d_model, kernel_size, padding=kernel_size // 2, groups=d_model)
+        self.depthwise_norm = nn.LayerNorm(d_model)
+        self.pointwise_out = nn.Conv1d(d_model, d_model, 1)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T, d)`` with ``frame_mask`` ``(B, T)`` (True = valid) → ``(B, T, d)``."""
+        h = self.norm(x)
+        if frame_mask is not None:
+            h = h.masked_fill(~frame_mask.unsqueeze(-1), 0.0)  # padding must not leak into valid frames
+        h = F.glu(self.pointwise_in(h.transpose(1, 2)), dim=1)
+        h = self.depthwise(h).transpose(1, 2)
+        h = F.silu(self.depthwise_norm(h))
+        h = self.pointwise_out(h.transpose(1, 2)).transpose(1, 2)
+        return self.dropout(h)
+
+
+class KANConformerBlock(nn.Module):
+    """Conformer block (½FFN, MHSA, conv module, ½FFN, LayerNorm) with KAN feed-forward modules."""
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        kernel_size: int,
+        kan_expansion: int,
+        grid_size: int,
+        spline_order: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.ffn1 = KANFeedForward(d_model, kan_expansion, grid_size, spline_order, dropout)
+        self.attn_norm = nn.LayerNorm(d_model)
+        self.attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.conv = ConformerConvModule(d_model, kernel_size, dropout)
+        self.ffn2 = KANFeedForward(d_model, kan_expansion, grid_size, spline_order, dropout)
+        self.final_norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T, d)``, ``frame_mask`` ``(B, T)`` bool (True = valid) → ``(B, T, d)``."""
+        x = x + 0.5 * self.ffn1(x)
+        h = self.attn_norm(x)
+        key_padding_mask = None if frame_mask is None else ~frame_mask
+        h, _ = self.attn(h, h, h, key_padding_mask=key_padding_mask, need_weights=False)
+        x = x + self.attn_dropout(h)
+        x = x + self.conv(x, frame_mask)
+        x = x + 0.5 * self.ffn2(x)
+        return self.final_norm(x)

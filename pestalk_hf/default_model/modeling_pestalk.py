@@ -1,0 +1,983 @@
+"""PESTalk: speech-driven 3D facial animation with personalised emotional styles (ACM MM 2025).
+
+Hub remote code: imports only torch, transformers and same-folder modules.
+
+Data flow (B = batch, N = samples at 16 kHz, T = ceil(N / 16000 × 30) frames, F = feature_size):
+
+    audio (B, N) ─┬─ Φ_E  Dual-Stream Emotion Extractor ── E (B, T, F) ── pooled Ē (B, F) ─→ emotion logits
+                  │      ├ temporal: wav2vec2 (conv frozen) → 30 fps → transformer
+                  │      └ frequency: log-mel → 30 fps → KAN-Conformer
+                  ├─ Φ_C  content encoder: wav2vec2 (conv frozen) → C (B, T, F)
+    voiceprint ───┴─ ESMM: query [V ‖ Ē] → cosine retrieval in the ⟨speaker × emotion⟩ library → S → style (B, s)
+    Φ_D^low([C ‖ style]) → 32 lower-face;  Φ_D^up([E ‖ style]) → 20 upper-face  →  blendshapes (B, T, 52)
+
+Decisions where the paper is silent or inconsistent are written next to the code that makes them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import PreTrainedModel, Wav2Vec2Config, Wav2Vec2Model
+from transformers.audio_utils import mel_filter_bank
+from transformers.utils import ModelOutput
+
+from .configuration_pestalk import PESTalkConfig
+from .kan import KANConformerBlock, KANLinear
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def resample_to_frames(
+    features: torch.Tensor,
+    num_frames: int,
+    fps: float,
+    rate: float,
+    offset: float = 0.0,
+    lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Linearly resample a feature sequence onto the animation frame grid, by time.
+
+    Frame ``t`` is centred at ``(t + 0.5) / fps`` seconds; source step ``s`` at ``offset + s / rate``.
+    FaceFormer/EmoTalk stretch the whole sequence (``align_corners``) instead; aligning by time gives
+    the same frames whatever the padding or the window a clip is cut from, which batching and
+    chunked inference rely on.
+
+    Args:
+        features: ``(B, S, D)`` at ``rate`` Hz.
+        lengths: ``(B,)`` valid source steps per clip; reads past a clip's end hold its last valid
+            step, exactly as for the clip alone, so padding never leaks into valid frames.
+    Returns:
+        ``(B, num_frames, D)``.
+    """
+    b, s = features.shape[:2]
+    last = torch.full((b,), s - 1, device=features.device) if lengths is None else (lengths.to(features.device) - 1).clamp(0, s - 1)
+    t = torch.arange(num_frames, device=features.device, dtype=torch.float32)
+    pos = (((t + 0.5) / fps - offset) * rate).clamp_min(0)[None, :]
+    pos = torch.minimum(pos, last[:, None].float())
+    i0 = pos.floor().long()
+    i1 = torch.minimum(i0 + 1, last[:, None])
+    w = (pos - i0).to(features.dtype)[..., None]
+    gather = lambda idx: features.gather(1, idx[..., None].expand(-1, -1, features.shape[-1]))  # noqa: E731
+    return gather(i0) * (1 - w) + gather(i1) * w
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over time of ``(B, T, D)`` using ``mask`` ``(B, T)`` (True = valid) → ``(B, D)``."""
+    if mask is None:
+        return x.mean(dim=1)
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+
+
+def periodic_alibi_bias(num_heads: int, num_frames: int, period: int, device=None) -> torch.Tensor:
+    """Non-causal, periodic ALiBi attention bias (FaceFormer's biased mask, made symmetric).
+
+    ``bias[h, i, j] = -m_h · floor(|i - j| / period)`` with ALiBi's geometric head slopes
+    ``m_h = 2^(-8 (h + 1) / H)``: frames within one period attend freely, and attention to frames
+    further away decays step-wise, which is the "local temporal dependencies" prior of §3.4.
+    The decoder is non-autoregressive (all frames in parallel), hence symmetric.
+
+    Returns:
+        ``(num_heads, num_frames, num_frames)`` float tensor.
+    """
+    slopes = torch.tensor([2.0 ** (-8.0 * (h + 1) / num_heads) for h in range(num_heads)], device=device)
+    pos = torch.arange(num_frames, device=device)
+    distance = torch.div((pos[None, :] - pos[:, None]).abs(), period, rounding_mode="floor")
+    return -slopes[:, None, None] * distance[None].float()
+
+
+def frame_mask_from_attention_mask(
+    attention_mask: torch.Tensor | None, batch_size: int, num_samples: int, config: PESTalkConfig, device
+) -> tuple[torch.Tensor, int]:
+    """Per-clip valid frames. Returns ``(frame_mask (B, T) bool, T)`` with T for the longest clip."""
+    num_frames = config.num_frames(num_samples)
+    if attention_mask is None:
+        return torch.ones(batch_size, num_frames, dtype=torch.bool, device=device), num_frames
+    lengths = attention_mask.long().sum(-1)
+    frame_lengths = torch.div(lengths * config.fps + config.sampling_rate - 1, config.sampling_rate, rounding_mode="floor")
+    return torch.arange(num_frames, device=device)[None, :] < frame_lengths[:, None], num_frames
+
+
+# ----------------------------------------------------------------------------------------- output
+@dataclass
+class PESTalkOutput(ModelOutput):
+    """Output of :class:`PESTalkModel`.
+
+    Attributes:
+        loss: weighted total loss ``λ1 L_pos + λ2 L_mot + λ3 L_cls + λ4 L_dis`` (when labels are given).
+        blendshapes: ``(B, T, 52)`` coefficients (clamped to [0, 1] in eval mode when ``config.clamp_output``).
+        emotion_logits: ``(B, num_emotions)`` from the pooled emotion features.
+        style_indices: ``(B,)`` flat library index ``speaker * num_emotions + emotion`` of the retrieved
+            style (best entry for soft retrieval); -1 when no library entry was used.
+        style_similarity: ``(B,)`` cosine similarity of the query to that entry.
+        frame_mask: ``(B, T)`` True on valid frames.
+        emotion_features / content_features: ``(B, T, F)`` E and C.
+        loss_position / loss_motion / loss_classification / loss_disentanglement: the unweighted terms.
+    """
+
+    loss: torch.Tensor | None = None
+    blendshapes: torch.Tensor | None = None
+    emotion_logits: torch.Tensor | None = None
+    style_indices: torch.Tensor | None = None
+    style_similarity: torch.Tensor | None = None
+    frame_mask: torch.Tensor | None = None
+    emotion_features: torch.Tensor | None = None
+    content_features: torch.Tensor | None = None
+    loss_position: torch.Tensor | None = None
+    loss_motion: torch.Tensor | None = None
+    loss_classification: torch.Tensor | None = None
+    loss_disentanglement: torch.Tensor | None = None
+
+
+# ----------------------------------------------------------------------------------------- audio encoders
+class LogMelSpectrogram(nn.Module):
+    """Log-mel front end of the frequency stream: ``(B, N)`` → ``(B, N // hop + 1, num_mel_bins)``."""
+
+    def __init__(self, config: PESTalkConfig) -> None:
+        super().__init__()
+        self.n_fft, self.hop, self.win = config.mel_n_fft, config.mel_hop_length, config.mel_win_length
+        self.num_mel_bins, self.sampling_rate = config.num_mel_bins, config.sampling_rate
+        for name, value in self.computed_buffers().items():
+            self.register_buffer(name, value, persistent=False)
+
+    def computed_buffers(self) -> dict[str, torch.Tensor]:
+        """Buffers derived from the config: not saved (checkpoints stay small); restored by ``_init_weights``."""
+        fb = mel_filter_bank(
+            num_frequency_bins=self.n_fft // 2 + 1,
+            num_mel_filters=self.num_mel_bins,
+            min_frequency=0.0,
+            max_frequency=self.sampling_rate / 2,
+            sampling_rate=self.sampling_rate,
+            norm="slaney",
+            mel_scale="slaney",
+        )
+        return {"mel_filters": torch.from_numpy(np.asarray(fb, dtype=np.float32)), "window": torch.hann_window(self.win)}
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(
+            waveform.float(), self.n_fft, self.hop, self.win, self.window, center=True, return_complex=True
+        ).abs().pow(2)
+        mel = torch.matmul(spec.transpose(1, 2), self.mel_filters)
+        return torch.log(mel.clamp_min(1e-10)).to(waveform.dtype)
+
+
+class Wav2Vec2Stream(nn.Module):
+    """A wav2vec2 encoder whose conv feature encoder is frozen (§3.1, §3.3), split in two steps so the
+    frozen conv features can be computed once and shared by both streams when their weights agree."""
+
+    def __init__(self, config_dict: dict, interpolate_before_transformer: bool, fps: int) -> None:
+        super().__init__()
+        self.wav2vec2 = Wav2Vec2Model(Wav2Vec2Config(**config_dict))
+        self.wav2vec2.feature_extractor._freeze_parameters()
+        self.interpolate_before_transformer = interpolate_before_transformer
+        self.fps = fps
+        # Conv frame s covers samples [320 s, 320 s + receptive field): centre time and rate.
+        cfg = self.wav2vec2.config
+        stride = math.prod(cfg.conv_stride)
+        receptive = 1
+        for k, st in zip(reversed(cfg.conv_kernel), reversed(cfg.conv_stride)):
+            receptive = (receptive - 1) * st + k
+        self.rate = 16000 / stride
+        self.offset = receptive / 2 / 16000
+
+    def _to_frames(self, hidden: torch.Tensor, num_frames: int, sample_lengths: torch.Tensor | None) -> torch.Tensor:
+        lengths = None if sample_lengths is None else self.wav2vec2._get_feat_extract_output_lengths(sample_lengths)
+        return resample_to_frames(hidden, num_frames, self.fps, self.rate, self.offset, lengths)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.wav2vec2.config.hidden_size
+
+    def conv_features(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Frozen conv encoder: ``(B, N)`` → ``(B, S, conv_dim)`` at 50 Hz."""
+        with torch.no_grad():
+            return self.wav2vec2.feature_extractor(waveform).transpose(1, 2)
+
+    def transformer(
+        self, conv_features: torch.Tensor, frame_mask: torch.Tensor, sample_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Trainable part: ``(B, S, conv_dim)`` → ``(B, T, hidden)`` on the 30 fps grid of ``frame_mask``.
+        ``sample_lengths`` ``(B,)``: valid samples per clip of a padded batch."""
+        num_frames = frame_mask.shape[1]
+        hidden, _ = self.wav2vec2.feature_projection(conv_features)
+        if self.interpolate_before_transformer:
+            hidden = self._to_frames(hidden, num_frames, sample_lengths)
+            return self.wav2vec2.encoder(hidden, attention_mask=frame_mask).last_hidden_state
+        # 50 Hz mask from the 30 fps mask: same valid duration.
+        s = hidden.shape[1]
+        lengths = frame_mask.sum(-1) * s // num_frames
+        mask50 = torch.arange(s, device=hidden.device)[None, :] < lengths[:, None].clamp_min(1)
+        hidden = self.wav2vec2.encoder(hidden, attention_mask=mask50).last_hidden_state
+        return self._to_frames(hidden, num_frames, sample_lengths)
+
+
+class DualStreamEmotionExtractor(nn.Module):
+    """Φ_E: temporal wav2vec2 stream + log-mel KAN-Conformer frequency stream → E (B, T, F) (Eq. 2)."""
+
+    def __init__(self, config: PESTalkConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.temporal = Wav2Vec2Stream(config.emotion_encoder_config, config.interpolate_before_transformer, config.fps)
+        proj_in = self.temporal.hidden_size
+        if config.use_frequency_stream:
+            self.mel = LogMelSpectrogram(config)
+            self.freq_in = nn.Sequential(nn.LayerNorm(config.num_mel_bins), nn.Linear(config.num_mel_bins, config.freq_hidden_size))
+            self.freq_blocks = nn.ModuleList(
+                KANConformerBlock(
+                    config.freq_hidden_size,
+                    config.freq_num_heads,
+                    config.freq_conv_kernel_size,
+                    config.kan_ffn_expansion,
+                    config.kan_grid_size,
+                    config.kan_spline_order,
+                    config.dropout,
+                )
+                for _ in range(config.freq_num_blocks)
+            )
+            proj_in += config.freq_hidden_size
+        self.proj = nn.Linear(proj_in, config.feature_size)
+        self.classifier = nn.Linear(config.feature_size, config.num_emotions)
+
+    def frequency_stream(
+        self, waveform: torch.Tensor, frame_mask: torch.Tensor, sample_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(B, N)`` → E_f ``(B, T, freq_hidden_size)``."""
+        mel = self.mel(waveform)  # frame m centred at m · hop / sr (center=True)
+        hop = self.config.mel_hop_length
+        lengths = None if sample_lengths is None else sample_lengths // hop + 1
+        mel = resample_to_frames(mel, frame_mask.shape[1], self.config.fps, self.config.sampling_rate / hop, 0.0, lengths)
+        h = self.freq_in(mel)
+        for block in self.freq_blocks:
+            h = block(h, frame_mask)
+        return h
+
+    def forward(
+        self,
+        waveform: torch.Tensor,
+        conv_features: torch.Tensor,
+        frame_mask: torch.Tensor,
+        sample_lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Returns E ``(B, T, F)``."""
+        parts = [self.temporal.transformer(conv_features, frame_mask, sample_lengths)]
+        if self.config.use_frequency_stream:
+            parts.append(self.frequency_stream(waveform, frame_mask, sample_lengths))
+        return self.proj(torch.cat(parts, dim=-1))
+
+
+class ContentEncoder(nn.Module):
+    """Φ_C: wav2vec2 (conv frozen, transformer fine-tuned) + linear projection → C (B, T, F) (Eq. 5)."""
+
+    def __init__(self, config: PESTalkConfig) -> None:
+        super().__init__()
+        self.stream = Wav2Vec2Stream(config.content_encoder_config, config.interpolate_before_transformer, config.fps)
+        self.proj = nn.Linear(self.stream.hidden_size, config.feature_size)
+
+    def forward(
+        self, conv_features: torch.Tensor, frame_mask: torch.Tensor, sample_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.proj(self.stream.transformer(conv_features, frame_mask, sample_lengths))
+
+
+# ----------------------------------------------------------------------------------------- ESMM
+class EmotionalStyleLibrary(nn.Module):
+    """The ⟨speaker × emotion⟩ style library 𝓛 of §3.2, stored as persistent buffers.
+
+    Buffers (saved with the weights):
+        speaker_voiceprints ``(K, Dv)``: R_i, running mean of the speaker's clip voiceprints.
+        speaker_counts ``(K,)``: clips accumulated into R_i.
+        emotion_features ``(K, C, F)``: running mean of pooled E per (speaker, emotion).
+        emotion_counts ``(K, C)``: clips accumulated per entry.
+
+    Entries are ``P_ic = [R̂_i ‖ Ê_ic]`` and the query is ``[V̂ ‖ Ê]`` — the same order on both sides
+    (the paper writes both orders). Decision: each half is L2-normalised before concatenation (the hat),
+    so the voiceprint and the emotion halves weigh equally in the cosine distance of Eq. 4 whatever
+    their raw scales (Resemblyzer vectors are unit-norm, E is not).
+    """
+
+    def __init__(self, num_speakers: int, num_emotions: int, voiceprint_dim: int, feature_size: int) -> None:
+        super().__init__()
+        self.register_buffer("speaker_voiceprints", torch.zeros(num_speakers, voiceprint_dim))
+        self.register_buffer("speaker_counts", torch.zeros(num_speakers))
+        self.register_buffer("emotion_features", torch.zeros(num_speakers, num_emotions, feature_size))
+        self.register_buffer("emotion_counts", torch.zeros(num_speakers, num_emotions))
+
+    @property
+    def num_speakers(self) -> int:
+        return self.emotion_counts.shape[0]
+
+    @property
+    def num_emotions(self) -> int:
+        return self.emotion_counts.shape[1]
+
+    @staticmethod
+    def style_vector(voiceprint: torch.Tensor, emotion: torch.Tensor) -> torch.Tensor:
+        """``[normalise(voiceprint) ‖ normalise(emotion)]``: ``(..., Dv)``, ``(..., F)`` → ``(..., Dv + F)``."""
+        return torch.cat([F.normalize(voiceprint.float(), dim=-1), F.normalize(emotion.float(), dim=-1)], dim=-1)
+
+    def entries(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All styles ``(K·C, Dv + F)`` (flat index = speaker·C + emotion) and their validity ``(K·C,)``."""
+        k, c = self.num_speakers, self.num_emotions
+        voice = self.speaker_voiceprints[:, None, :].expand(k, c, -1)
+        styles = self.style_vector(voice, self.emotion_features).reshape(k * c, -1)
+        valid = (self.emotion_counts > 0).reshape(-1)
+        return styles, valid
+
+    @torch.no_grad()
+    def update(
+        self,
+        speaker_ids: torch.Tensor,
+        emotion_ids: torch.Tensor,
+        pooled_emotion: torch.Tensor,
+        voiceprints: torch.Tensor | None = None,
+    ) -> None:
+        """Fold a batch into the running means (order-independent: equals the mean of all clips seen).
+
+        Args:
+            speaker_ids / emotion_ids: ``(B,)`` long.
+            pooled_emotion: ``(B, F)`` pooled E of each clip.
+            voiceprints: ``(B, Dv)`` or None (speaker means untouched).
+        """
+        c = self.num_emotions
+        flat = speaker_ids.long() * c + emotion_ids.long()
+        self._running_mean(self.emotion_features.view(-1, self.emotion_features.shape[-1]), self.emotion_counts.view(-1), flat, pooled_emotion)
+        if voiceprints is not None:
+            self._running_mean(self.speaker_voiceprints, self.speaker_counts, speaker_ids.long(), voiceprints)
+
+    @staticmethod
+    def _running_mean(means: torch.Tensor, counts: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> None:
+        sums = torch.zeros_like(means).index_add_(0, index, values.to(means.dtype))
+        added = torch.zeros_like(counts).index_add_(0, index, torch.ones_like(index, dtype=counts.dtype))
+        total = counts + added
+        touched = added > 0
+        means[touched] = (means[touched] * counts[touched, None] + sums[touched]) / total[touched, None]
+        counts.copy_(total)
+
+    def retrieve(
+        self,
+        query: torch.Tensor,
+        force_emotion: torch.Tensor | None = None,
+        force_speaker: torch.Tensor | None = None,
+        top_k: int = 1,
+        temperature: float = 0.05,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Nearest library style by cosine distance (Eqs. 3–4), with overrides.
+
+        Args:
+            query: ``(B, Dv + F)`` from :meth:`style_vector`.
+            force_emotion / force_speaker: ``(B,)`` long, -1 = free; restrict the candidates.
+            top_k: 1 = arg-min of Eq. 3; k > 1 = softmax(similarity / temperature) over the k nearest.
+        Returns:
+            style ``(B, Dv + F)``, best flat index ``(B,)``, its cosine similarity ``(B,)``.
+        """
+        styles, valid = self.entries()
+        styles, valid = styles.to(query.device), valid.to(query.device)
+        b, c = query.shape[0], self.num_emotions
+        sim = F.normalize(query.float(), dim=-1) @ F.normalize(styles, dim=-1).T  # (B, K·C)
+        allowed = valid[None, :].expand(b, -1).clone()
+        flat = torch.arange(styles.shape[0], device=query.device)
+        if force_emotion is not None:
+            fe = force_emotion.to(query.device)[:, None]
+            allowed &= (fe < 0) | (flat[None, :] % c == fe)
+        if force_speaker is not None:
+            fs = force_speaker.to(query.device)[:, None]
+            allowed &= (fs < 0) | (flat[None, :] // c == fs)
+        if not bool(allowed.any(dim=1).all()):
+            bad = (~allowed.any(dim=1)).nonzero().flatten().tolist()
+            raise ValueError(
+                f"style library has no entry matching the requested speaker/emotion for batch items {bad}"
+            )
+        sim = sim.masked_fill(~allowed, float("-inf"))
+        k = min(top_k, int(allowed.sum(dim=1).min()))
+        top_sim, top_idx = sim.topk(k, dim=1)
+        weights = torch.softmax(top_sim / temperature, dim=1) if k > 1 else torch.ones_like(top_sim)
+        style = torch.einsum("bk,bkd->bd", weights, styles[top_idx])
+        return style, top_idx[:, 0], top_sim[:, 0]
+
+    def neutral_style(self, speaker: torch.Tensor, neutral_index: int | None) -> torch.Tensor:
+        """Baseline style of each speaker ``(B,)`` → ``(B, Dv + F)``: its neutral entry, else the mean
+        of its valid entries (for intensity interpolation)."""
+        styles, valid = self.entries()
+        c = self.num_emotions
+        per_speaker = styles.view(self.num_speakers, c, -1)[speaker]
+        ok = valid.view(self.num_speakers, c)[speaker]
+        if neutral_index is not None:
+            has_neutral = ok[:, neutral_index]
+            mean = (per_speaker * ok[..., None]).sum(1) / ok.sum(1, keepdim=True).clamp_min(1)
+            return torch.where(has_neutral[:, None], per_speaker[:, neutral_index], mean)
+        return (per_speaker * ok[..., None]).sum(1) / ok.sum(1, keepdim=True).clamp_min(1)
+
+
+# ----------------------------------------------------------------------------------------- decoders
+class PeriodicPositionalEncoding(nn.Module):
+    """Sinusoidal encoding repeated every ``period`` frames (FaceFormer's PPE)."""
+
+    def __init__(self, d_model: int, period: int, dropout: float) -> None:
+        super().__init__()
+        self.d_model, self.period = d_model, period
+        self.register_buffer("pe", self.computed_buffers()["pe"], persistent=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def computed_buffers(self) -> dict[str, torch.Tensor]:
+        pos = torch.arange(self.period, dtype=torch.float32)[:, None]
+        div = torch.exp(torch.arange(0, self.d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / self.d_model))
+        pe = torch.zeros(self.period, self.d_model)
+        pe[:, 0::2] = torch.sin(pos * div)
+        pe[:, 1::2] = torch.cos(pos * div)[:, : self.d_model // 2]
+        return {"pe": pe}
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """``(B, T, d)`` → ``(B, T, d)``; ``offset`` = index of the first frame (chunked inference)."""
+        idx = (torch.arange(x.shape[1], device=x.device) + offset) % self.period
+        return self.dropout(x + self.pe[idx].to(x.dtype))
+
+
+class BiasedSelfAttentionLayer(nn.Module):
+    """Pre-LN transformer layer whose self-attention adds the periodic ALiBi bias."""
+
+    def __init__(self, d_model: int, num_heads: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ffn = nn.Sequential(nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, d_model))
+        self.dropout = nn.Dropout(dropout)
+        self.attn_dropout = dropout
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(B, T, d)``; ``attn_bias`` ``(B, H, T, T)`` additive (bias + padding) → ``(B, T, d)``."""
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        h = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_bias.to(q.dtype), dropout_p=self.attn_dropout if self.training else 0.0
+        )
+        x = x + self.dropout(self.out(h.transpose(1, 2).reshape(b, t, d)))
+        return x + self.dropout(self.ffn(self.norm2(x)))
+
+
+class StyleGuidedDecoder(nn.Module):
+    """One partition of the style-guided fusion decoder (Φ_D^low or Φ_D^up, §3.4): input projection,
+    periodic positional encoding, ALiBi-biased self-attention layers, FFN, zero-initialised output."""
+
+    def __init__(self, in_dim: int, out_dim: int, config: PESTalkConfig) -> None:
+        super().__init__()
+        d = config.decoder_hidden_size
+        self.num_heads, self.period = config.decoder_num_heads, config.period
+        self.in_proj = nn.Linear(in_dim, d)
+        self.ppe = PeriodicPositionalEncoding(d, config.period, config.dropout)
+        self.layers = nn.ModuleList(
+            BiasedSelfAttentionLayer(d, config.decoder_num_heads, config.decoder_ffn_dim, config.dropout)
+            for _ in range(config.decoder_num_layers)
+        )
+        self.norm = nn.LayerNorm(d)
+        self.output = nn.Linear(d, out_dim)
+        self.output.zero_init = True  # read by PESTalkPreTrainedModel._init_weights
+
+    def forward(self, features: torch.Tensor, frame_mask: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """``features`` ``(B, T, in_dim)``, ``frame_mask`` ``(B, T)`` → ``(B, T, out_dim)``."""
+        t = features.shape[1]
+        bias = periodic_alibi_bias(self.num_heads, t, self.period, device=features.device)[None]
+        padding = torch.zeros(frame_mask.shape, dtype=bias.dtype, device=features.device).masked_fill(~frame_mask, float("-inf"))
+        bias = bias + padding[:, None, None, :]
+        h = self.ppe(self.in_proj(features), offset)
+        for layer in self.layers:
+            h = layer(h, bias)
+        return self.output(self.norm(h))
+
+
+# ----------------------------------------------------------------------------------------- losses
+def position_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Eq. 8: squared L2 over the 52 channels per frame, averaged over valid frames. ``(B,T,52)``, mask ``(B,T)``."""
+    m = mask.to(pred.dtype)
+    return ((pred - target).pow(2).sum(-1) * m).sum() / m.sum().clamp_min(1.0)
+
+
+def motion_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Eq. 9 (as intended): the same on first differences ``x[t+1] − x[t]`` over pairs of valid frames."""
+    pair = mask[:, 1:] & mask[:, :-1]
+    return position_loss(pred[:, 1:] - pred[:, :-1], target[:, 1:] - target[:, :-1], pair)
+
+
+def disentanglement_loss(
+    content: torch.Tensor, content_pair: torch.Tensor, emotion: torch.Tensor, emotion_pair: torch.Tensor
+) -> torch.Tensor:
+    """L_dis on pooled features of (emotional, neutral) pairs with the same sentence, ``(B, F)`` each.
+
+    Erratum: Eq. 11 as printed, ``1 − mean[cos(E, Ê) − cos(C, Ĉ)]``, is *minimised* by pushing content
+    apart and pulling emotion together — the opposite of §3.3's text and of Eq. 6. We implement the stated
+    intent, ``1 − mean[cos(C, Ĉ) − cos(E, Ê)]`` ∈ [−1, 3]: content of the pair together, emotion apart.
+    """
+    return 1.0 - (F.cosine_similarity(content, content_pair, dim=-1) - F.cosine_similarity(emotion, emotion_pair, dim=-1)).mean()
+
+
+# ----------------------------------------------------------------------------------------- model
+class PESTalkPreTrainedModel(PreTrainedModel):
+    config_class = PESTalkConfig
+    base_model_prefix = "pestalk"
+    main_input_name = "input_values"
+    supports_gradient_checkpointing = False
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # wav2vec2 sub-models initialise themselves (transformers dispatches nested PreTrainedModels
+        # to their own _init_weights); this covers PESTalk's own layers.
+        if hasattr(module, "computed_buffers"):
+            # Non-persistent buffers are not in checkpoints: recompute them after (meta-device) loading.
+            for name, value in module.computed_buffers().items():
+                getattr(module, name).copy_(value)
+        if isinstance(module, nn.Linear) and getattr(module, "zero_init", False):
+            # Decoder output layers: training starts from the all-zero (rest) pose, as FaceFormer does.
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, KANLinear):
+            module.reset_parameters()
+
+
+class PESTalkModel(PESTalkPreTrainedModel):
+    """PESTalk: speech ``(B, N)`` at 16 kHz → 52 ARKit blendshapes ``(B, T, 52)`` at 30 fps.
+
+    The voiceprint (Φ_S) is computed outside the model by a speaker-embedding backend
+    (``pestalk_hf.voiceprint``) and passed as ``voiceprint``; without it the voiceprint half of the
+    retrieval query is zero and retrieval relies on the emotion half only.
+    """
+
+    def __init__(self, config: PESTalkConfig) -> None:
+        super().__init__(config)
+        self.emotion_extractor = DualStreamEmotionExtractor(config)
+        self.content_encoder = ContentEncoder(config)
+        self.style_library = EmotionalStyleLibrary(
+            config.num_style_speakers, config.num_emotions, config.voiceprint_dim, config.feature_size
+        )
+        style_in = config.voiceprint_dim + config.feature_size if config.use_style_library else config.num_emotions
+        self.style_projection = nn.Linear(style_in, config.style_dim)
+        self.lower_decoder = StyleGuidedDecoder(config.feature_size + config.style_dim, len(config.lower_face_indices), config)
+        self.upper_decoder = StyleGuidedDecoder(config.feature_size + config.style_dim, len(config.upper_face_indices), config)
+        for name, value in self.computed_buffers().items():
+            self.register_buffer(name, value, persistent=False)
+        self.post_init()
+
+    def computed_buffers(self) -> dict[str, torch.Tensor]:
+        return {
+            "lower_index": torch.tensor(self.config.lower_face_indices),
+            "upper_index": torch.tensor(self.config.upper_face_indices),
+        }
+
+    # ---------------------------------------------------------------- construction from checkpoints
+    @classmethod
+    def from_sub_models_pretrained(
+        cls,
+        content_model: str = "jonatasgrosman/wav2vec2-large-xlsr-53-english",
+        emotion_model: str = "r-f/wav2vec-english-speech-emotion-recognition",
+        **config_kwargs,
+    ) -> "PESTalkModel":
+        """Paper-size PESTalk (~640M parameters) with both wav2vec2 encoders loaded from pretrained
+        checkpoints (needs the Hub or local copies); the rest is freshly initialised.
+
+        ``config_kwargs`` override :class:`PESTalkConfig` fields (the defaults there are small; the paper
+        sizes are applied here unless overridden).
+        """
+        content = Wav2Vec2Model.from_pretrained(content_model)
+        emotion = Wav2Vec2Model.from_pretrained(emotion_model)
+        paper_sizes = dict(
+            freq_hidden_size=256, freq_num_blocks=4, freq_num_heads=4, decoder_hidden_size=256,
+            decoder_num_heads=4, decoder_num_layers=2, decoder_ffn_dim=1024, style_dim=128,
+        )
+        paper_sizes.update(config_kwargs)
+        config = PESTalkConfig(
+            content_encoder_config=_encoder_config_dict(content.config),
+            emotion_encoder_config=_encoder_config_dict(emotion.config),
+            **paper_sizes,
+        )
+        model = cls(config)
+        model.content_encoder.stream.wav2vec2.load_state_dict(content.state_dict(), strict=False)
+        model.emotion_extractor.temporal.wav2vec2.load_state_dict(emotion.state_dict(), strict=False)
+        return model
+
+    # ---------------------------------------------------------------- validation
+    def _validate_inputs(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None, voiceprint: torch.Tensor | None
+    ) -> None:
+        if not isinstance(input_values, torch.Tensor):
+            raise TypeError(f"input_values must be a torch.Tensor, got {type(input_values).__name__}")
+        if input_values.ndim != 2:
+            raise ValueError(f"input_values must be (batch, samples), got shape {tuple(input_values.shape)}")
+        if not input_values.is_floating_point():
+            raise ValueError(f"input_values must be floating point (16 kHz waveform), got {input_values.dtype}")
+        if not torch.isfinite(input_values).all():
+            raise ValueError("input_values contains NaN or Inf samples")
+        min_samples = math.ceil(self.config.samples_per_frame)
+        if input_values.shape[1] < min_samples:
+            raise ValueError(
+                f"audio is shorter than one {self.config.fps} fps frame: {input_values.shape[1]} samples < {min_samples}"
+            )
+        if attention_mask is not None and attention_mask.shape != input_values.shape:
+            raise ValueError(
+                f"attention_mask shape {tuple(attention_mask.shape)} must equal input_values shape {tuple(input_values.shape)}"
+            )
+        if voiceprint is not None:
+            if voiceprint.shape != (input_values.shape[0], self.config.voiceprint_dim):
+                raise ValueError(
+                    f"voiceprint must be (batch, {self.config.voiceprint_dim}), got {tuple(voiceprint.shape)}"
+                )
+            if not torch.isfinite(voiceprint).all():
+                raise ValueError("voiceprint contains NaN or Inf")
+
+    # ---------------------------------------------------------------- building blocks
+    def _feature_encoders_identical(self) -> bool:
+        """Both conv feature encoders are frozen; when their weights are equal (e.g. both fine-tuned from
+        the same wav2vec2 with the conv encoder frozen) the conv features are computed once."""
+        a = list(self.content_encoder.stream.wav2vec2.feature_extractor.parameters())
+        b = list(self.emotion_extractor.temporal.wav2vec2.feature_extractor.parameters())
+        return len(a) == len(b) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
+
+    def encode(
+        self, input_values: torch.Tensor, frame_mask: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run Φ_E and Φ_C. ``(B, N)``, ``(B, T)``, ``(B, N)`` → E ``(B, T, F)``, C ``(B, T, F)``."""
+        lengths = None if attention_mask is None else attention_mask.long().sum(-1)
+        content_conv = self.content_encoder.stream.conv_features(input_values)
+        emotion_conv = (
+            content_conv
+            if self._feature_encoders_identical()
+            else self.emotion_extractor.temporal.conv_features(input_values)
+        )
+        emotion = self.emotion_extractor(input_values, emotion_conv, frame_mask, lengths)
+        content = self.content_encoder(content_conv, frame_mask, lengths)
+        return emotion, content
+
+    def _neutral_index(self) -> int | None:
+        return self.config.emotions.index("neutral") if "neutral" in self.config.emotions else None
+
+    def select_style(
+        self,
+        pooled_emotion: torch.Tensor,
+        emotion_logits: torch.Tensor,
+        voiceprint: torch.Tensor | None = None,
+        speaker_ids: torch.Tensor | None = None,
+        emotion_labels: torch.Tensor | None = None,
+        force_emotion: torch.Tensor | None = None,
+        force_speaker: torch.Tensor | None = None,
+        intensity: torch.Tensor | None = None,
+        top_k: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Style vector before projection ``(B, style_in)``, library index ``(B,)``, similarity ``(B,)``.
+
+        * ``use_style_library=False`` ("w/o ESMM"): one-hot emotion (label in training, forced emotion,
+          else the classifier's arg-max), as EMOTE/EmoTalk.
+        * training with ``speaker_ids`` and ``emotion_labels`` (library speakers): the true entry
+          (teacher forcing), or the query itself while that entry is still empty.
+        * otherwise: retrieval (Eqs. 3–4) with the overrides; an empty library falls back to the query
+          itself (zero-shot: the input's own voiceprint and emotion are its style).
+        * ``intensity`` α: ``neutral_style + α (style − neutral_style)`` of the retrieved speaker.
+        """
+        b, device, c = pooled_emotion.shape[0], pooled_emotion.device, self.config.num_emotions
+        no_index = torch.full((b,), -1, dtype=torch.long, device=device)
+        if not self.config.use_style_library:
+            emotion = emotion_labels if emotion_labels is not None else emotion_logits.argmax(-1)
+            if force_emotion is not None:
+                emotion = torch.where(force_emotion >= 0, force_emotion.to(device), emotion)
+            onehot = F.one_hot(emotion.long(), c).to(pooled_emotion.dtype)
+            if intensity is not None:
+                onehot = onehot * intensity.to(onehot.dtype)[:, None]
+            return onehot, no_index, torch.ones(b, device=device)
+
+        if voiceprint is None:
+            voiceprint = torch.zeros(b, self.config.voiceprint_dim, device=device, dtype=pooled_emotion.dtype)
+        query = self.style_library.style_vector(voiceprint, pooled_emotion)
+        library = self.style_library
+        if speaker_ids is not None and emotion_labels is not None:
+            flat = speaker_ids.long() * c + emotion_labels.long()
+            styles, valid = library.entries()
+            chosen = torch.where(valid[flat][:, None], styles[flat], query)
+            sim = F.cosine_similarity(query, chosen, dim=-1)
+            return chosen, torch.where(valid[flat], flat, no_index), sim
+        if library.num_speakers == 0 or not bool((library.emotion_counts > 0).any()):
+            if force_emotion is not None or force_speaker is not None:
+                raise ValueError("the style library is empty: forced emotion/speaker styles are unavailable")
+            return query, no_index, torch.ones(b, device=device)
+        style, index, sim = library.retrieve(
+            query, force_emotion, force_speaker, top_k or self.config.style_retrieval_top_k,
+            self.config.style_retrieval_temperature,
+        )
+        if intensity is not None:
+            neutral = library.neutral_style(index // c, self._neutral_index())
+            style = neutral + intensity.to(style.dtype)[:, None] * (style - neutral)
+        return style, index, sim
+
+    def decode(
+        self, emotion: torch.Tensor, content: torch.Tensor, style: torch.Tensor, frame_mask: torch.Tensor, offset: int = 0
+    ) -> torch.Tensor:
+        """Partitioned decoders. E, C ``(B, T, F)``, style ``(B, style_dim)`` → ``(B, T, 52)``."""
+        s = style[:, None, :].expand(-1, content.shape[1], -1).to(content.dtype)
+        lower = self.lower_decoder(torch.cat([content, s], dim=-1), frame_mask, offset)
+        upper = self.upper_decoder(torch.cat([emotion, s], dim=-1), frame_mask, offset)
+        out = lower.new_zeros(*lower.shape[:2], self.config.num_blendshapes)
+        out[..., self.lower_index] = lower
+        out[..., self.upper_index] = upper
+        return out
+
+    # ---------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        voiceprint: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        labels_mask: torch.Tensor | None = None,
+        emotion_labels: torch.Tensor | None = None,
+        speaker_ids: torch.Tensor | None = None,
+        pair_input_values: torch.Tensor | None = None,
+        pair_attention_mask: torch.Tensor | None = None,
+        force_emotion: torch.Tensor | None = None,
+        force_speaker: torch.Tensor | None = None,
+        intensity: torch.Tensor | None = None,
+        style_top_k: int | None = None,
+        **kwargs,
+    ) -> PESTalkOutput:
+        """Predict blendshapes (and the losses when labels are given).
+
+        Args:
+            input_values: ``(B, N)`` float waveform at 16 kHz.
+            attention_mask: ``(B, N)`` 1 = real sample, 0 = padding.
+            voiceprint: ``(B, voiceprint_dim)`` speaker embedding of each clip.
+            labels: ``(B, T, 52)`` target blendshapes with ``T = ceil(N / 16000 × 30)``.
+            labels_mask: ``(B, T)`` valid target frames (default: derived from ``attention_mask``).
+            emotion_labels: ``(B,)`` emotion ids for L_cls (and teacher-forced style).
+            speaker_ids: ``(B,)`` library speaker ids for teacher-forced style in training (-1 = unknown).
+            pair_input_values / pair_attention_mask: ``(B, N')`` the neutral partner of each clip
+                (same speaker and sentence) for L_dis.
+            force_emotion / force_speaker: ``(B,)`` long, -1 = free (retrieval overrides).
+            intensity: ``(B,)`` emotion intensity α (1 = as retrieved, 0 = the speaker's neutral style).
+            style_top_k: soft retrieval over the k nearest styles (default ``config.style_retrieval_top_k``).
+        Returns:
+            :class:`PESTalkOutput`.
+        """
+        self._validate_inputs(input_values, attention_mask, voiceprint)
+        b, n = input_values.shape
+        frame_mask, num_frames = frame_mask_from_attention_mask(attention_mask, b, n, self.config, input_values.device)
+        if labels is not None and labels.shape != (b, num_frames, self.config.num_blendshapes):
+            raise ValueError(
+                f"labels must be (batch, {num_frames}, {self.config.num_blendshapes}) for {n} samples, got {tuple(labels.shape)}"
+            )
+
+        emotion, content = self.encode(input_values, frame_mask, attention_mask)
+        pooled_emotion = masked_mean(emotion, frame_mask)
+        emotion_logits = self.emotion_extractor.classifier(pooled_emotion)
+        teacher_speakers = None
+        if self.training and speaker_ids is not None and emotion_labels is not None and self.config.num_style_speakers:
+            teacher_speakers = speaker_ids
+        if teacher_speakers is not None and bool((teacher_speakers < 0).any()):
+            teacher_speakers = None  # mixed batch: fall back to retrieval for all
+        style, style_index, style_sim = self.select_style(
+            pooled_emotion, emotion_logits, voiceprint,
+            speaker_ids=teacher_speakers,
+            emotion_labels=emotion_labels if (self.training or not self.config.use_style_library) and labels is not None else None,
+            force_emotion=force_emotion, force_speaker=force_speaker, intensity=intensity, top_k=style_top_k,
+        )
+        blendshapes = self.decode(emotion, content, self.style_projection(style.to(content.dtype)), frame_mask)
+        if not self.training and self.config.clamp_output:
+            blendshapes = blendshapes.clamp(0.0, 1.0)
+
+        out = PESTalkOutput(
+            blendshapes=blendshapes, emotion_logits=emotion_logits, style_indices=style_index,
+            style_similarity=style_sim, frame_mask=frame_mask, emotion_features=emotion, content_features=content,
+        )
+        if labels is None and emotion_labels is None and pair_input_values is None:
+            return out
+
+        cfg = self.config
+        total = blendshapes.new_zeros(())
+        if labels is not None:
+            mask = frame_mask if labels_mask is None else (labels_mask.bool() & frame_mask)
+            out.loss_position = position_loss(blendshapes, labels.to(blendshapes.dtype), mask)
+            out.loss_motion = motion_loss(blendshapes, labels.to(blendshapes.dtype), mask)
+            total = total + cfg.loss_weight_position * out.loss_position + cfg.loss_weight_motion * out.loss_motion
+        if emotion_labels is not None:
+            out.loss_classification = F.cross_entropy(emotion_logits.float(), emotion_labels.long())
+            total = total + cfg.loss_weight_classification * out.loss_classification
+        if pair_input_values is not None:
+            self._validate_inputs(pair_input_values, pair_attention_mask, None)
+            pb, pn = pair_input_values.shape
+            if pb != b:
+                raise ValueError(f"pair_input_values batch {pb} must equal input_values batch {b}")
+            pair_mask, _ = frame_mask_from_attention_mask(pair_attention_mask, pb, pn, cfg, input_values.device)
+            pair_emotion, pair_content = self.encode(pair_input_values, pair_mask, pair_attention_mask)
+            out.loss_disentanglement = disentanglement_loss(
+                masked_mean(content, frame_mask), masked_mean(pair_content, pair_mask),
+                pooled_emotion, masked_mean(pair_emotion, pair_mask),
+            )
+            total = total + cfg.loss_weight_disentanglement * out.loss_disentanglement
+        out.loss = total
+        return out
+
+    # ---------------------------------------------------------------- long audio
+    @torch.no_grad()
+    def animate(
+        self,
+        waveform: torch.Tensor,
+        voiceprint: torch.Tensor | None = None,
+        force_emotion: int | None = None,
+        force_speaker: int | None = None,
+        intensity: float | None = None,
+        style_top_k: int | None = None,
+        chunk_seconds: float | None = None,
+        overlap_seconds: float | None = None,
+    ) -> PESTalkOutput:
+        """Inference on one clip of any length in bounded memory.
+
+        The clip is cut into windows of ``chunk_seconds`` (whole seconds, so every window starts on the
+        30 fps grid and on the positional-encoding period) overlapping by ``overlap_seconds``. Pass 1 runs
+        the encoders per window and keeps only E and C (F floats per frame); the clip-level pooled E (each
+        frame counted once, with the cross-fade weights) drives emotion classification and style retrieval
+        once for the whole clip; pass 2 decodes each window and cross-fades the overlaps linearly.
+        Peak memory is that of one window.
+
+        Args:
+            waveform: ``(N,)`` or ``(1, N)`` float at 16 kHz.
+            voiceprint: ``(voiceprint_dim,)`` or ``(1, voiceprint_dim)``.
+        Returns:
+            :class:`PESTalkOutput` with batch size 1 (no loss terms; features not returned).
+        """
+        cfg = self.config
+        if waveform.ndim == 1:
+            waveform = waveform[None]
+        if voiceprint is not None and voiceprint.ndim == 1:
+            voiceprint = voiceprint[None]
+        if waveform.shape[0] != 1:
+            raise ValueError(f"animate() takes one clip, got batch {waveform.shape[0]}; use forward() for batches")
+        self._validate_inputs(waveform, None, voiceprint)
+        sr, fps = cfg.sampling_rate, cfg.fps
+        chunk_s = max(1, round(chunk_seconds if chunk_seconds is not None else cfg.chunk_seconds))
+        overlap_s = round(overlap_seconds if overlap_seconds is not None else cfg.chunk_overlap_seconds)
+        if not 0 <= overlap_s < chunk_s:
+            raise ValueError(f"overlap_seconds ({overlap_s}) must be in [0, chunk_seconds={chunk_s})")
+        n = waveform.shape[1]
+        num_frames = cfg.num_frames(n)
+        windows = list(_windows(n, chunk_s * sr, (chunk_s - overlap_s) * sr))
+        device = waveform.device
+
+        def as_tensor(value, dtype):
+            return None if value is None else torch.tensor([value], dtype=dtype, device=device)
+
+        # Pass 1: encoders per window.
+        features = []
+        weight_total = torch.zeros(num_frames, device=device)
+        pooled_sum = None
+        for start, stop in windows:
+            chunk = waveform[:, start:stop]
+            if chunk.shape[1] < math.ceil(cfg.samples_per_frame):  # a sliver at the end: pad to one frame
+                chunk = F.pad(chunk, (0, math.ceil(cfg.samples_per_frame) - chunk.shape[1]))
+            f0 = start * fps // sr
+            t = min(cfg.num_frames(chunk.shape[1]), num_frames - f0)
+            mask = torch.ones(1, cfg.num_frames(chunk.shape[1]), dtype=torch.bool, device=device)
+            emotion, content = self.encode(chunk, mask)
+            emotion, content = emotion[:, :t], content[:, :t]
+            w = _crossfade_weights(t, overlap_s * fps, first=start == 0, last=stop >= n, device=device)
+            weight_total[f0 : f0 + t] += w
+            contribution = (emotion[0] * w[:, None]).sum(0)
+            pooled_sum = contribution if pooled_sum is None else pooled_sum + contribution
+            features.append((f0, t, emotion, content, w))
+        pooled_emotion = (pooled_sum / weight_total.sum())[None]
+        emotion_logits = self.emotion_extractor.classifier(pooled_emotion)
+        style, index, sim = self.select_style(
+            pooled_emotion, emotion_logits, voiceprint,
+            force_emotion=as_tensor(force_emotion, torch.long), force_speaker=as_tensor(force_speaker, torch.long),
+            intensity=as_tensor(intensity, pooled_emotion.dtype), top_k=style_top_k,
+        )
+        style = self.style_projection(style.to(pooled_emotion.dtype))
+
+        # Pass 2: decode per window, cross-fade.
+        out = torch.zeros(num_frames, cfg.num_blendshapes, device=device)
+        for f0, t, emotion, content, w in features:
+            mask = torch.ones(1, t, dtype=torch.bool, device=device)
+            y = self.decode(emotion, content, style, mask, offset=f0)[0]
+            out[f0 : f0 + t] += y.float() * w[:, None]
+        out = out / weight_total[:, None].clamp_min(1e-8)
+        if cfg.clamp_output:
+            out = out.clamp(0.0, 1.0)
+        return PESTalkOutput(
+            blendshapes=out[None], emotion_logits=emotion_logits, style_indices=index, style_similarity=sim,
+            frame_mask=torch.ones(1, num_frames, dtype=torch.bool, device=device),
+        )
+
+    # ---------------------------------------------------------------- library building
+    @torch.no_grad()
+    def update_style_library(
+        self,
+        speaker_ids: torch.Tensor,
+        emotion_labels: torch.Tensor,
+        pooled_emotion: torch.Tensor,
+        voiceprints: torch.Tensor | None = None,
+    ) -> None:
+        """Fold clips into the library's running means (see :class:`EmotionalStyleLibrary.update`)."""
+        self.style_library.update(speaker_ids, emotion_labels, pooled_emotion, voiceprints)
+
+    def resize_style_library(self, speakers: Iterable[str]) -> None:
+        """Re-create the library for a new list of speaker names (existing entries of kept names survive)."""
+        speakers = list(speakers)
+        old = self.style_library
+        old_names = list(self.config.style_speakers)
+        new = EmotionalStyleLibrary(len(speakers), self.config.num_emotions, self.config.voiceprint_dim, self.config.feature_size)
+        new.to(old.emotion_features.device)
+        for i, name in enumerate(speakers):
+            if name in old_names:
+                j = old_names.index(name)
+                new.speaker_voiceprints[i] = old.speaker_voiceprints[j]
+                new.speaker_counts[i] = old.speaker_counts[j]
+                new.emotion_features[i] = old.emotion_features[j]
+                new.emotion_counts[i] = old.emotion_counts[j]
+        self.style_library = new
+        self.config.style_speakers = speakers
+
+
+def _windows(num_samples: int, window: int, hop: int):
+    """Start/stop sample indices of overlapping windows covering ``[0, num_samples)``."""
+    start = 0
+    while True:
+        stop = min(start + window, num_samples)
+        yield start, stop
+        if stop >= num_samples:
+            return
+        start += hop
+
+
+def _crossfade_weights(num_frames: int, overlap_frames: int, first: bool, last: bool, device) -> torch.Tensor:
+    """Linear ramps over the overlaps (in at the start unless first, out at the end unless last).
+    Strictly positive so every frame has weight."""
+    w = torch.ones(num_frames, device=device)
+    ramp_len = min(overlap_frames, num_frames)
+    if ramp_len > 0:
+        ramp = (torch.arange(ramp_len, device=device, dtype=torch.float32) + 0.5) / ramp_len
+        if not first:
+            w[:ramp_len] = torch.minimum(w[:ramp_len], ramp)
+        if not last:
+            w[-ramp_len:] = torch.minimum(w[-ramp_len:], ramp.flip(0))
+    return w
+
+
+def _encoder_config_dict(config: Wav2Vec2Config) -> dict:
+    """A wav2vec2 config as a sub-config dict without task heads or training-time masking."""
+    d = config.to_dict()
+    for key in ("architectures", "id2label", "label2id", "finetuning_task", "num_labels", "problem_type"):
+        d.pop(key, None)
+    d.update(mask_time_prob=0.0, layerdrop=0.0)
+    return d
+
+
+__all__ = ["PESTalkModel", "PESTalkPreTrainedModel", "PESTalkOutput"]
