@@ -1,0 +1,409 @@
+"""PESTalk Gradio Space: speech → an animated ARKit head (3D view, video, curves, downloads).
+
+Run locally with one command (from the project root, after ``pip install -e .``)::
+
+    python space/app.py                      # embedded default model
+    PESTALK_MODEL=path/or/hub-id python space/app.py
+
+On the Hugging Face Hub the same file runs unchanged (``hub_scripts/push_space.py`` assembles the
+Space). This module is UI, input validation and temp-file hygiene only; the model, exporters and
+renderer live in :mod:`pestalk_hf`.
+
+Why the limits look like they do (see :class:`SpaceLimits`): a free CPU Space has 2 cores, and one
+request (inference + offscreen render + H.264) keeps one core busy for several seconds, so the queue
+runs at most ``concurrency_limit`` requests at a time and refuses new ones beyond ``queue_size``
+instead of letting latency grow without bound. Audio is capped in seconds (the cost driver) and
+uploads in bytes (so nobody streams gigabytes into the cache).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+import pestalk_hf
+from pestalk_hf.audio import AudioError
+from pestalk_hf.avatar import Avatar, default_avatar, load_avatar
+from pestalk_hf.pipeline import AudioToBlendshapePipeline, load_pipeline
+
+LOG = logging.getLogger("pestalk_space")
+
+AUTO = "auto"
+TITLE = "PESTalk: speech → emotional 3D facial animation"
+DESCRIPTION = (
+    "Upload or record speech. PESTalk reads the emotion from the voice, retrieves a personalised "
+    "speaking style from its ⟨speaker × emotion⟩ library, and drives the 52 ARKit blendshapes of a "
+    "head at 30 fps. Bring your own ARKit-rigged GLB, or use the default head."
+)
+
+
+@dataclass(frozen=True)
+class SpaceLimits:
+    """What one Space process accepts and how much work it runs at once.
+
+    Attributes:
+        max_audio_seconds: longer clips are refused with a message (inference and render cost grow
+            linearly with length).
+        max_file_size: upload limit enforced by Gradio before the file reaches the app ("20mb").
+        concurrency_limit: animation requests running at the same time (one per CPU core).
+        queue_size: requests that may wait; more are refused with "queue is full".
+        output_ttl_seconds: how long a request's working folder lives after the answer was sent
+            (Gradio copies outputs into its own cache as soon as the function returns).
+        cache_sweep: ``(every, older_than)`` seconds for Gradio's own cache (uploads, output copies).
+        video_size: edge in pixels of the rendered MP4.
+        max_models: loaded models kept in memory (LRU) when users pick another model.
+    """
+
+    max_audio_seconds: float = 30.0
+    max_file_size: str = "20mb"
+    concurrency_limit: int = 2
+    queue_size: int = 16
+    output_ttl_seconds: float = 60.0
+    cache_sweep: tuple[int, int] = (600, 1800)
+    video_size: int = 384
+    max_models: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.max_audio_seconds > 0:
+            raise ValueError(f"max_audio_seconds must be positive, got {self.max_audio_seconds}")
+        if self.concurrency_limit < 1 or self.queue_size < 1 or self.max_models < 1:
+            raise ValueError("concurrency_limit, queue_size and max_models must be ≥ 1")
+        if self.video_size < 16 or self.video_size % 2:
+            raise ValueError(f"video_size must be an even number ≥ 16 (H.264 yuv420p), got {self.video_size}")
+
+    @classmethod
+    def from_env(cls) -> SpaceLimits:
+        """Defaults, overridden by ``PESTALK_MAX_SECONDS``, ``PESTALK_MAX_FILE_SIZE``, ``PESTALK_CONCURRENCY``,
+        ``PESTALK_QUEUE_SIZE`` (so a bigger Space is tuned with Space variables, not code edits)."""
+        defaults = cls()
+
+        def number(name: str, kind: type, default: float) -> Any:
+            value = os.environ.get(name)
+            if value is None:
+                return default
+            try:
+                return kind(value)
+            except ValueError:
+                what = "an integer" if kind is int else "a number"
+                raise ValueError(f"{name} must be {what}, got {value!r}") from None
+
+        return cls(
+            max_audio_seconds=number("PESTALK_MAX_SECONDS", float, defaults.max_audio_seconds),
+            max_file_size=os.environ.get("PESTALK_MAX_FILE_SIZE", defaults.max_file_size),
+            concurrency_limit=number("PESTALK_CONCURRENCY", int, defaults.concurrency_limit),
+            queue_size=number("PESTALK_QUEUE_SIZE", int, defaults.queue_size),
+        )
+
+
+def launch_kwargs(limits: SpaceLimits) -> dict[str, Any]:
+    """Arguments for ``demo.launch`` that belong to the limits (upload size); add host/port yourself."""
+    return {"max_file_size": limits.max_file_size, "show_error": True}
+
+
+# ------------------------------------------------------------------------------------ temp files
+
+
+class WorkDirs:
+    """One private folder per request under ``root``; removed after the answer, and ``root`` at exit.
+
+    Gradio copies returned files into its cache right after the handler returns, so a request's
+    folder is only needed for ``ttl`` seconds more; a failed request's folder goes at once.
+    """
+
+    def __init__(self, ttl: float, root: str | Path | None = None) -> None:
+        self.ttl = ttl
+        if root is None:
+            self.root = Path(tempfile.mkdtemp(prefix="pestalk_space_"))
+        else:
+            self.root = Path(root)
+            self.root.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.close)
+
+    def new(self) -> Path:
+        return Path(tempfile.mkdtemp(dir=self.root))
+
+    def discard(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+    def release(self, path: Path) -> None:
+        """Remove ``path`` after ``ttl`` seconds (a daemon timer: never blocks shutdown)."""
+        timer = threading.Timer(self.ttl, self.discard, args=(path,))
+        timer.daemon = True
+        timer.start()
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------- model cache
+
+
+class ModelCache:
+    """Pipelines by model id (LRU, thread-safe): the default loads at start, others on demand."""
+
+    def __init__(self, default: str, max_models: int) -> None:
+        self.default = default
+        self.max_models = max_models
+        self._pipes: OrderedDict[str, AudioToBlendshapePipeline] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, model: str | None) -> AudioToBlendshapePipeline:
+        key = (model or "").strip() or self.default
+        with self._lock:
+            if key in self._pipes:
+                self._pipes.move_to_end(key)
+                return self._pipes[key]
+        # Loaded outside the lock: a visitor's slow Hub download must not stall everyone else's
+        # requests on models already in memory (two simultaneous first loads just both load).
+        pipe = _load_checked(key)
+        with self._lock:
+            pipe = self._pipes.setdefault(key, pipe)
+            self._pipes.move_to_end(key)
+            while len(self._pipes) > self.max_models:
+                self._pipes.popitem(last=False)
+        return pipe
+
+
+def _load_checked(model: str) -> AudioToBlendshapePipeline:
+    """Load a PESTalk pipeline; anything else (other architectures, missing repos) → ValueError.
+
+    The config is read first so that a Hub id of some unrelated large model fails fast instead of
+    downloading its weights. Remote code is never trusted: the Space runs its own model code.
+    """
+    from transformers import AutoConfig
+
+    if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
+        raise ValueError(f"cannot load model {model!r}: no such folder")
+    try:
+        config = AutoConfig.from_pretrained(model)
+    except Exception as error:  # OSError (missing/offline), ValueError (unknown model_type), ...
+        raise ValueError(f"cannot load model {model!r}: {_first_line(error)}") from None
+    if not isinstance(config, pestalk_hf.PESTalkConfig):
+        raise ValueError(f"model {model!r} is a {type(config).__name__}, not a PESTalk model")
+    return load_pipeline(model)
+
+
+# ------------------------------------------------------------------------------------- the app
+
+
+def build_demo(
+    model: str | None = None,
+    *,
+    limits: SpaceLimits | None = None,
+    allow_model_choice: bool = True,
+    workdir: str | Path | None = None,
+) -> gr.Blocks:
+    """The Space's Blocks, queue configured; call ``.launch(**launch_kwargs(limits))``.
+
+    Args:
+        model: folder or Hub id of the model loaded at start (default: the embedded default model).
+        limits: request limits (default: :meth:`SpaceLimits.from_env`).
+        allow_model_choice: show the "model" box that lets a visitor load another Hub id/folder.
+        workdir: where the per-request folders go (default: a fresh temporary folder, removed at exit).
+    """
+    limits = limits or SpaceLimits.from_env()
+    models = ModelCache(model or pestalk_hf.DEFAULT_MODEL, limits.max_models)
+    config = models.get(None).model.config  # load now: a broken model fails at start, not per click
+    workdirs = WorkDirs(limits.output_ttl_seconds, workdir)
+    animate = make_animate(models, workdirs, limits)
+
+    with gr.Blocks(title="PESTalk", delete_cache=limits.cache_sweep) as demo:
+        gr.Markdown(f"# {TITLE}\n{DESCRIPTION}\n\nLimits: speech up to {limits.max_audio_seconds:g} s, "
+                    f"uploads up to {limits.max_file_size}.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Speech",
+                                 elem_id="speech")
+                avatar = gr.File(label="Avatar: an ARKit-rigged .glb (empty = the default head)",
+                                 file_types=[".glb"], elem_id="avatar")
+                model_box = gr.Textbox(label="Model: Hub id or local folder (empty = the embedded default)",
+                                       value="", visible=allow_model_choice, elem_id="model")
+                with gr.Row():
+                    # custom values pass through to the pipeline, which names the valid ones if wrong
+                    # (also after the model box switched to a model with other names)
+                    emotion = gr.Dropdown([AUTO, *config.emotions], value=AUTO, allow_custom_value=True,
+                                          label="Emotion (auto = from the voice)")
+                    intensity = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Emotion intensity")
+                speaker = gr.Dropdown([AUTO, *config.style_speakers], value=AUTO, allow_custom_value=True,
+                                      label="Style: library speaker (auto = nearest voiceprint)")
+                with gr.Row():
+                    blinks = gr.Checkbox(value=True, label="Add eye blinks")
+                    smoothing = gr.Slider(0.0, 5.0, value=1.0, step=0.5, label="Smoothing σ (frames)")
+                button = gr.Button("Animate", variant="primary", elem_id="animate")
+            with gr.Column(scale=2):
+                head = gr.Model3D(label="Animated head (GLB)", clear_color=(0.93, 0.93, 0.95, 1.0),
+                                  height=420, elem_id="head3d")
+                video = gr.Video(label="Rendered video with audio", elem_id="video")
+                plot = gr.Image(label="Blendshape curves: lower face (top), upper face (bottom)", type="filepath")
+                with gr.Row():
+                    emotions = gr.Label(label="Emotion read from the voice", num_top_classes=len(config.emotions))
+                    style = gr.JSON(label="Retrieved style")
+                downloads = gr.File(label="Downloads: Live Link CSV, JSON, GLB", file_count="multiple")
+
+        button.click(
+            animate,
+            inputs=[audio, avatar, model_box, emotion, intensity, speaker, blinks, smoothing],
+            outputs=[head, video, plot, emotions, style, downloads],
+            api_name="animate",
+            concurrency_limit=limits.concurrency_limit,
+        )
+        if allow_model_choice:
+            refresh = make_refresh(models)
+            for trigger in (model_box.submit, model_box.blur):
+                trigger(refresh, inputs=[model_box, emotion, speaker], outputs=[emotion, speaker],
+                        api_visibility="private")
+    demo.queue(max_size=limits.queue_size, default_concurrency_limit=limits.concurrency_limit)
+    return demo
+
+
+def make_refresh(models: ModelCache) -> Callable[[str, str, str], tuple[Any, Any]]:
+    """Handler: after the model box changes, offer that model's emotions and library speakers
+    (keeping the current choices where the new model knows them)."""
+
+    def refresh(model: str, emotion: str, speaker: str) -> tuple[Any, Any]:
+        try:
+            cfg = models.get(model).model.config
+        except ValueError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        emotions, speakers = [AUTO, *cfg.emotions], [AUTO, *cfg.style_speakers]
+        return (gr.Dropdown(choices=emotions, value=emotion if emotion in emotions else AUTO),
+                gr.Dropdown(choices=speakers, value=speaker if speaker in speakers else AUTO))
+
+    return refresh
+
+
+def make_animate(models: ModelCache, workdirs: WorkDirs, limits: SpaceLimits) -> Callable[..., tuple]:
+    """The click handler: validate, run the pipeline, write the outputs into a private folder."""
+
+    def animate(
+        audio_path: str | None,
+        avatar_path: str | None,
+        model: str | None,
+        emotion: str,
+        intensity: float,
+        speaker: str,
+        blinks: bool,
+        smoothing: float,
+    ) -> tuple[str, str, str, dict[str, float], dict[str, Any], list[str]]:
+        """Speech → (GLB, MP4, curves PNG, emotion probabilities, retrieved style, [CSV, JSON, GLB])."""
+        if not audio_path:
+            raise gr.Error("Please upload or record some speech first.", print_exception=False)
+        work = workdirs.new()
+        try:
+            pipe = models.get(model)
+            rig = _avatar(avatar_path)
+            anim = pipe(
+                audio_path,
+                emotion=None if emotion in (None, "", AUTO) else emotion,
+                intensity=float(intensity),
+                speaker_style=None if speaker in (None, "", AUTO) else speaker,
+                smoothing=float(smoothing),
+                blinks=bool(blinks),
+                max_seconds=limits.max_audio_seconds,
+            )
+            stem = _safe_stem(audio_path)
+            glb = anim.to_glb(work / f"{stem}.glb", avatar=rig)
+            mp4 = anim.to_mp4(work / f"{stem}.mp4", avatar=rig, size=limits.video_size)
+            png = anim.plot(work / f"{stem}_curves.png")
+            csv = anim.to_livelink_csv(work / f"{stem}_livelink.csv")
+            js = anim.to_json(work / f"{stem}.json")
+        except AudioError as error:
+            workdirs.discard(work)
+            LOG.info("rejected audio: %s", error)
+            message = _hide_paths(str(error), audio_path, avatar_path).split(" (soundfile:")[0]
+            raise gr.Error(f"This audio cannot be used: {message}. Please send speech as WAV, FLAC, OGG, MP3 or "
+                           f"M4A, up to {limits.max_audio_seconds:g} s.", print_exception=False) from None
+        except ValueError as error:  # unknown emotion/speaker, bad avatar, unloadable model
+            workdirs.discard(work)
+            raise gr.Error(_hide_paths(str(error), audio_path, avatar_path), print_exception=False) from None
+        except Exception:
+            workdirs.discard(work)
+            LOG.exception("animation failed")
+            raise gr.Error("Animating this input failed on our side; please try again or try another clip.",
+                           print_exception=False) from None
+        workdirs.release(work)
+        return (str(glb), str(mp4), str(png), dict(anim.emotion_probabilities or {}), dict(anim.style or {}),
+                [str(csv), str(js), str(glb)])
+
+    return animate
+
+
+def _avatar(path: str | None) -> Avatar:
+    if not path:
+        return default_avatar()
+    if Path(path).suffix.lower() not in (".glb", ".gltf"):
+        raise ValueError(f"the avatar must be a .glb file with ARKit morph targets, got {Path(path).name!r}")
+    return _load_avatar_cached(path, os.path.getmtime(path))
+
+
+_AVATARS: OrderedDict[tuple[str, float], Avatar] = OrderedDict()
+_AVATARS_LOCK = threading.Lock()
+_MAX_AVATARS = 4
+
+
+def _load_avatar_cached(path: str, mtime: float) -> Avatar:
+    """Gradio stores uploads under a content hash, so (path, mtime) identifies the same rig."""
+    key = (path, mtime)
+    with _AVATARS_LOCK:
+        if key in _AVATARS:
+            return _AVATARS[key]
+    try:
+        rig = load_avatar(path)
+    except ValueError:
+        raise  # load_avatar's own message (e.g. no ARKit morph targets) is already clear
+    except Exception as error:  # truncated/corrupt GLB: a parser error, not a bug of ours
+        raise ValueError(f"the avatar file {Path(path).name!r} is not a readable GLB: {_first_line(error)}") from None
+    with _AVATARS_LOCK:
+        _AVATARS[key] = rig
+        while len(_AVATARS) > _MAX_AVATARS:
+            _AVATARS.popitem(last=False)
+    return rig
+
+
+def _safe_stem(path: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path).stem).strip("_")[:40]
+    return stem or "speech"
+
+
+def _hide_paths(message: str, *paths: str | None) -> str:
+    """Show visitors their file's name, not where the server keeps it."""
+    for path in paths:
+        if path:
+            message = message.replace(str(path), Path(path).name)
+    return message
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def main() -> None:
+    """``python app.py``: the model comes from ``PESTALK_MODEL`` (default: the embedded model)."""
+    logging.basicConfig(level=logging.INFO)
+    try:
+        limits = SpaceLimits.from_env()
+    except ValueError as error:
+        raise SystemExit(f"PESTalk Space: {error}") from None
+    try:
+        demo = build_demo(os.environ.get("PESTALK_MODEL") or None, limits=limits)
+    except ValueError as error:
+        raise SystemExit(f"PESTalk Space: {error}\nSet PESTALK_MODEL to a PESTalk model folder or Hub id "
+                         "(or train the embedded default model).") from None
+    demo.launch(**launch_kwargs(limits))
+
+
+if __name__ == "__main__":
+    main()
