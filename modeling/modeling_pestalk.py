@@ -171,10 +171,12 @@ class Wav2Vec2Stream(nn.Module):
     """A wav2vec2 encoder whose conv feature encoder is frozen (§3.1, §3.3), split in two steps so the
     frozen conv features can be computed once and shared by both streams when their weights agree."""
 
-    def __init__(self, config_dict: dict, interpolate_before_transformer: bool, fps: int) -> None:
+    def __init__(self, config_dict: dict, interpolate_before_transformer: bool, fps: int, freeze_conv: bool = True) -> None:
         super().__init__()
         self.wav2vec2 = Wav2Vec2Model(Wav2Vec2Config(**config_dict))
-        self.wav2vec2.feature_extractor._freeze_parameters()
+        self.freeze_conv = freeze_conv
+        if freeze_conv:
+            self.wav2vec2.feature_extractor._freeze_parameters()
         self.interpolate_before_transformer = interpolate_before_transformer
         self.fps = fps
         # Conv frame s covers samples [320 s, 320 s + receptive field): centre time and rate.
@@ -195,8 +197,8 @@ class Wav2Vec2Stream(nn.Module):
         return self.wav2vec2.config.hidden_size
 
     def conv_features(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Frozen conv encoder: ``(B, N)`` → ``(B, S, conv_dim)`` at 50 Hz."""
-        with torch.no_grad():
+        """Conv feature encoder (frozen by default): ``(B, N)`` → ``(B, S, conv_dim)`` at 50 Hz."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_conv):
             return self.wav2vec2.feature_extractor(waveform).transpose(1, 2)
 
     def transformer(
@@ -223,7 +225,9 @@ class DualStreamEmotionExtractor(nn.Module):
     def __init__(self, config: PESTalkConfig) -> None:
         super().__init__()
         self.config = config
-        self.temporal = Wav2Vec2Stream(config.emotion_encoder_config, config.interpolate_before_transformer, config.fps)
+        self.temporal = Wav2Vec2Stream(
+            config.emotion_encoder_config, config.interpolate_before_transformer, config.fps, config.freeze_feature_encoder
+        )
         proj_in = self.temporal.hidden_size
         if config.use_frequency_stream:
             self.mel = LogMelSpectrogram(config)
@@ -276,7 +280,9 @@ class ContentEncoder(nn.Module):
 
     def __init__(self, config: PESTalkConfig) -> None:
         super().__init__()
-        self.stream = Wav2Vec2Stream(config.content_encoder_config, config.interpolate_before_transformer, config.fps)
+        self.stream = Wav2Vec2Stream(
+            config.content_encoder_config, config.interpolate_before_transformer, config.fps, config.freeze_feature_encoder
+        )
         self.proj = nn.Linear(self.stream.hidden_size, config.feature_size)
 
     def forward(
@@ -642,6 +648,8 @@ class PESTalkModel(PESTalkPreTrainedModel):
     def _feature_encoders_identical(self) -> bool:
         """Both conv feature encoders are frozen; when their weights are equal (e.g. both fine-tuned from
         the same wav2vec2 with the conv encoder frozen) the conv features are computed once."""
+        if not self.config.freeze_feature_encoder:
+            return False  # trainable convs must each see their own gradient
         a = list(self.content_encoder.stream.wav2vec2.feature_extractor.parameters())
         b = list(self.emotion_extractor.temporal.wav2vec2.feature_extractor.parameters())
         return len(a) == len(b) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))

@@ -272,6 +272,14 @@ def test_total_loss_uses_the_papers_weights_and_frozen_conv_gets_no_gradient():
     assert model.emotion_extractor.freq_blocks[0].ffn1.kan1.spline_weight.grad.abs().sum() > 0
 
 
+def test_unfrozen_feature_encoders_train():
+    model = make_model(freeze_feature_encoder=False).train()
+    out = model(torch.randn(1, 8000) * 0.1, labels=torch.rand(1, 15, 52))
+    out.loss.backward()
+    for stream in (model.content_encoder.stream, model.emotion_extractor.temporal):
+        assert all(p.grad is not None for p in stream.wav2vec2.feature_extractor.parameters())
+
+
 def test_shared_conv_features_when_the_frozen_encoders_are_equal():
     model = make_model()
     assert not model._feature_encoders_identical()

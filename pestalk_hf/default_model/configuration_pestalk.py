@@ -107,6 +107,8 @@ class PESTalkConfig(PretrainedConfig):
         loss_weight_*: λ1..λ4 of Eq. 7.
         interpolate_before_transformer: align conv features to the 30 fps grid before the wav2vec2
             transformers (FaceFormer-style; cheaper), else after.
+        freeze_feature_encoder: freeze both wav2vec2 conv feature encoders (the paper: they are pretrained);
+            set False when training from scratch, where frozen conv features would stay random.
         chunk_seconds / chunk_overlap_seconds: window and overlap for long-audio inference.
         clamp_output: clamp inference outputs into [0, 1].
     """
@@ -153,6 +155,7 @@ class PESTalkConfig(PretrainedConfig):
         loss_weight_classification: float = 0.1,
         loss_weight_disentanglement: float = 0.01,
         interpolate_before_transformer: bool = True,
+        freeze_feature_encoder: bool = True,
         chunk_seconds: float = 20.0,
         chunk_overlap_seconds: float = 2.0,
         clamp_output: bool = True,
@@ -196,6 +199,7 @@ class PESTalkConfig(PretrainedConfig):
         self.loss_weight_classification = loss_weight_classification
         self.loss_weight_disentanglement = loss_weight_disentanglement
         self.interpolate_before_transformer = interpolate_before_transformer
+        self.freeze_feature_encoder = freeze_feature_encoder
         self.chunk_seconds = chunk_seconds
         self.chunk_overlap_seconds = chunk_overlap_seconds
         self.clamp_output = clamp_output
