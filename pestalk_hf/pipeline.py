@@ -156,7 +156,7 @@ class AudioToBlendshapePipeline(Pipeline):
         self,
         chunks: Iterable[Any],
         sampling_rate: int = SAMPLING_RATE,
-        context_seconds: int = 4,
+        context_seconds: int = 2,
         lookahead_seconds: float = 0.3,
         **params: Any,
     ) -> Iterator[np.ndarray]:

@@ -24,7 +24,7 @@ class StreamingAnimator:
         self,
         model,
         voiceprint_backend: VoiceprintBackend | None = None,
-        context_seconds: int = 4,
+        context_seconds: int = 2,
         lookahead_seconds: float = 0.3,
         voiceprint_seconds: float = 3.0,
         **forward_params,
