@@ -9,6 +9,9 @@ as a mouth. Frames go to H.264 (yuv420p) + AAC with PyAV, which bundles FFmpeg (
 
 from __future__ import annotations
 
+import queue
+import threading
+
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -197,13 +200,35 @@ def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: int = 30, aud
             video.width, video.height, video.pix_fmt = w, h, "yuv420p"
             video.options = {"crf": str(crf), "preset": "veryfast"}
             astream = container.add_stream("aac", rate=int(sample_rate), layout="mono") if audio is not None else None
-            for count, frame in enumerate(_chain(first, it)):
-                img = np.ascontiguousarray(frame, dtype=np.uint8)
-                if img.shape != (h, w, 3):
-                    raise ValueError(f"write_mp4: every frame must be ({h}, {w}, 3) uint8, got {img.shape}")
-                vf = av.VideoFrame.from_ndarray(img, format="rgb24")
-                vf.pts = count
-                container.mux(video.encode(vf))
+            # Encode on a worker thread while the next frame renders: x264 and llvmpipe release the GIL,
+            # so the two overlap on two cores.
+            pending: queue.Queue = queue.Queue(maxsize=8)
+            errors: list[BaseException] = []
+
+            def encode() -> None:
+                try:
+                    while (item := pending.get()) is not None:
+                        container.mux(video.encode(item))
+                except BaseException as err:  # re-raised in the caller's thread
+                    errors.append(err)
+                    while pending.get() is not None:
+                        pass
+
+            worker = threading.Thread(target=encode, daemon=True)
+            worker.start()
+            try:
+                for count, frame in enumerate(_chain(first, it)):
+                    img = np.ascontiguousarray(frame, dtype=np.uint8)
+                    if img.shape != (h, w, 3):
+                        raise ValueError(f"write_mp4: every frame must be ({h}, {w}, 3) uint8, got {img.shape}")
+                    vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+                    vf.pts = count
+                    pending.put(vf)
+            finally:
+                pending.put(None)
+                worker.join()
+            if errors:
+                raise errors[0]
             container.mux(video.encode())
             if astream is not None:
                 samples = np.asarray(audio, dtype=np.float32).reshape(-1)
