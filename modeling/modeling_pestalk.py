@@ -652,7 +652,13 @@ class PESTalkModel(PESTalkPreTrainedModel):
             return False  # trainable convs must each see their own gradient
         a = list(self.content_encoder.stream.wav2vec2.feature_extractor.parameters())
         b = list(self.emotion_extractor.temporal.wav2vec2.feature_extractor.parameters())
-        return len(a) == len(b) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
+        # Compared once per weight state, not on every forward: the key changes when either set of
+        # weights is replaced (loading, .to()) or modified in place (tensor version counter).
+        key = tuple((p.data_ptr(), p._version) for p in a + b)
+        if getattr(self, "_conv_identity_cache", (None,))[0] != key:
+            same = len(a) == len(b) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
+            self._conv_identity_cache = (key, same)
+        return self._conv_identity_cache[1]
 
     def encode(
         self, input_values: torch.Tensor, frame_mask: torch.Tensor, attention_mask: torch.Tensor | None = None

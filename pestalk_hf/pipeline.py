@@ -18,7 +18,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .animation import BlendshapeAnimation
 from .audio import SAMPLING_RATE, load_audio
-from .postprocess import add_blinks, smooth
+from .postprocess import add_blinks, check_smoothing, smooth
 from .voiceprint import VoiceprintBackend, get_voiceprint_backend
 
 TASK = "audio-to-blendshape"
@@ -110,8 +110,8 @@ class AudioToBlendshapePipeline(Pipeline):
             if int(style_top_k) < 1:
                 raise ValueError(f"style_top_k must be ≥ 1, got {style_top_k}")
             forward["style_top_k"] = int(style_top_k)
-        post = {"smoothing": float(smoothing or 0.0), "blinks": bool(blinks), "blink_seed": int(blink_seed or 0)}
-        smooth(np.zeros((2, 1), np.float32), post["smoothing"])  # validate early, before any decoding
+        # validated here, before any audio is decoded
+        post = {"smoothing": check_smoothing(smoothing or 0.0), "blinks": bool(blinks), "blink_seed": int(blink_seed or 0)}
         return preprocess, forward, post
 
     def preprocess(self, inputs: Any, sampling_rate: int | None = None, max_seconds: float = DEFAULT_MAX_SECONDS):

@@ -14,10 +14,17 @@ from .modeling.configuration_pestalk import ARKIT_BLENDSHAPE_NAMES
 _BLINK_CHANNELS = [ARKIT_BLENDSHAPE_NAMES.index(n) for n in ("eyeBlinkLeft", "eyeBlinkRight")]
 
 
-def smooth(weights: np.ndarray, sigma_frames: float) -> np.ndarray:
-    """Gaussian smoothing over time of ``(T, C)`` weights; ``sigma_frames`` ≤ 0 returns them unchanged."""
-    if sigma_frames < 0 or not np.isfinite(sigma_frames):
+def check_smoothing(sigma_frames: float) -> float:
+    """Validate a smoothing σ (frames): a finite number ≥ 0."""
+    sigma = float(sigma_frames)
+    if sigma < 0 or not np.isfinite(sigma):
         raise ValueError(f"smoothing must be a finite number of frames ≥ 0, got {sigma_frames!r}")
+    return sigma
+
+
+def smooth(weights: np.ndarray, sigma_frames: float) -> np.ndarray:
+    """Gaussian smoothing over time of ``(T, C)`` weights; ``sigma_frames`` = 0 returns them unchanged."""
+    sigma_frames = check_smoothing(sigma_frames)
     if sigma_frames == 0 or len(weights) < 2:
         return weights
     return gaussian_filter1d(weights, sigma=sigma_frames, axis=0, mode="nearest").astype(weights.dtype)
