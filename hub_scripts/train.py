@@ -5,6 +5,7 @@
     accelerate launch hub_scripts/train.py --config configs/default_small.yaml
     python hub_scripts/train.py --config cfg.yaml --resume            # latest checkpoint in output_dir
     python hub_scripts/train.py --config cfg.yaml --eval-only --splits test test_speakers
+    python hub_scripts/train.py --config cfg.yaml --set use_frequency_stream=false --set max_steps=400
 
 Writes ``output_dir/checkpoints/checkpoint-N`` (accelerator.save_state), ``metrics.jsonl``, TensorBoard
 logs in ``output_dir/logs``, the final model in ``output_dir/final`` (save_pretrained) and, with
@@ -30,9 +31,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="override max_steps")
     p.add_argument("--dataset", default=None, help="override dataset")
     p.add_argument("--splits", nargs="*", default=None, help="evaluate the final model on these splits")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
+                   help="override one config field; VALUE is read as YAML (false, 3, 1e-3, [a, b]); repeatable")
     p.add_argument("--eval-only", action="store_true", help="skip training; evaluate output_dir/final")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     return p
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["a=1", "b=false"]`` → ``{"a": 1, "b": False}`` (values parsed as YAML)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     from pestalk_hf.training import evaluate_run, load_training_config, train
 
     try:
-        cfg = load_training_config(args.config, output_dir=args.output_dir, max_steps=args.max_steps,
-                                   dataset=args.dataset)
+        overrides = parse_overrides(args.overrides)
+        overrides.update({k: v for k, v in (("output_dir", args.output_dir), ("max_steps", args.max_steps),
+                                            ("dataset", args.dataset)) if v is not None})
+        cfg = load_training_config(args.config, **overrides)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -342,28 +342,40 @@ class EmotionalStyleLibrary(nn.Module):
         emotion_ids: torch.Tensor,
         pooled_emotion: torch.Tensor,
         voiceprints: torch.Tensor | None = None,
+        max_count: int | None = None,
     ) -> None:
-        """Fold a batch into the running means (order-independent: equals the mean of all clips seen).
+        """Fold a batch into the running means.
+
+        With ``max_count=None`` the entries are exact means of all clips seen (order-independent). With
+        ``max_count=K`` an entry's count stops at K, so it becomes an exponential moving average that
+        remembers about the last K clips: what training needs, because the extractor producing E keeps
+        changing and a mean over the whole run would hand the decoder stale styles (see
+        ``TrainingConfig.library_memory``). Voiceprints come from a fixed backend and always use exact means.
 
         Args:
             speaker_ids / emotion_ids: ``(B,)`` long.
             pooled_emotion: ``(B, F)`` pooled E of each clip.
             voiceprints: ``(B, Dv)`` or None (speaker means untouched).
+            max_count: cap of the per-entry counts of the emotion features, or None.
         """
+        if max_count is not None and max_count < 1:
+            raise ValueError(f"max_count must be a positive integer or None, got {max_count}")
         c = self.num_emotions
         flat = speaker_ids.long() * c + emotion_ids.long()
-        self._running_mean(self.emotion_features.view(-1, self.emotion_features.shape[-1]), self.emotion_counts.view(-1), flat, pooled_emotion)
+        self._running_mean(self.emotion_features.view(-1, self.emotion_features.shape[-1]), self.emotion_counts.view(-1),
+                           flat, pooled_emotion, max_count)
         if voiceprints is not None:
             self._running_mean(self.speaker_voiceprints, self.speaker_counts, speaker_ids.long(), voiceprints)
 
     @staticmethod
-    def _running_mean(means: torch.Tensor, counts: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> None:
+    def _running_mean(means: torch.Tensor, counts: torch.Tensor, index: torch.Tensor, values: torch.Tensor,
+                      max_count: int | None = None) -> None:
         sums = torch.zeros_like(means).index_add_(0, index, values.to(means.dtype))
         added = torch.zeros_like(counts).index_add_(0, index, torch.ones_like(index, dtype=counts.dtype))
         total = counts + added
         touched = added > 0
         means[touched] = (means[touched] * counts[touched, None] + sums[touched]) / total[touched, None]
-        counts.copy_(total)
+        counts.copy_(total if max_count is None else total.clamp(max=max_count))
 
     def retrieve(
         self,
@@ -938,9 +950,10 @@ class PESTalkModel(PESTalkPreTrainedModel):
         emotion_labels: torch.Tensor,
         pooled_emotion: torch.Tensor,
         voiceprints: torch.Tensor | None = None,
+        max_count: int | None = None,
     ) -> None:
         """Fold clips into the library's running means (see :class:`EmotionalStyleLibrary.update`)."""
-        self.style_library.update(speaker_ids, emotion_labels, pooled_emotion, voiceprints)
+        self.style_library.update(speaker_ids, emotion_labels, pooled_emotion, voiceprints, max_count)
 
     def resize_style_library(self, speakers: Iterable[str]) -> None:
         """Re-create the library for a new list of speaker names (existing entries of kept names survive)."""

@@ -149,6 +149,26 @@ def test_library_running_means_equal_batch_means():
             assert lib.emotion_counts[s, e] == sel.sum()
 
 
+def test_library_with_bounded_memory_tracks_a_drifting_feature():
+    """Training's online library (``max_count``): an entry follows the recent values of a drifting E
+    (an EMA with weight 1/(K+1)), while exact means stay anchored to the start."""
+    exact = EmotionalStyleLibrary(num_speakers=1, num_emotions=1, voiceprint_dim=2, feature_size=1)
+    recent = EmotionalStyleLibrary(num_speakers=1, num_emotions=1, voiceprint_dim=2, feature_size=1)
+    zero, voice = torch.zeros(1, dtype=torch.long), torch.ones(1, 2)
+    for step in range(100):  # E drifts linearly from 0 to 99
+        value = torch.tensor([[float(step)]])
+        exact.update(zero, zero, value, voice)
+        recent.update(zero, zero, value, voice, max_count=4)
+    assert exact.emotion_features.item() == pytest.approx(49.5)
+    assert exact.emotion_counts.item() == 100
+    # steady state of m ← (4m + x)/5 behind a ramp of slope 1: lag of 4 → 95
+    assert recent.emotion_features.item() == pytest.approx(95.0, abs=1e-3)
+    assert recent.emotion_counts.item() == 4
+    assert recent.speaker_counts.item() == 100  # voiceprints keep exact means
+    with pytest.raises(ValueError, match="max_count"):
+        recent.update(zero, zero, torch.zeros(1, 1), voice, max_count=0)
+
+
 def filled_library() -> EmotionalStyleLibrary:
     """2 speakers × 3 emotions with orthogonal voiceprints and emotion features."""
     lib = EmotionalStyleLibrary(num_speakers=2, num_emotions=3, voiceprint_dim=2, feature_size=3)

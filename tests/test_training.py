@@ -184,3 +184,47 @@ def test_predict_dataset_returns_one_track_per_clip(tiny_synth: Path):
     assert preds.keys() == clips.keys()
     for cid, track in preds.items():
         assert track.shape == np.asarray(clips[cid]["blendshapes"]).shape
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_accelerate_launch_equals_gradient_accumulation(tiny_synth: Path, tmp_path: Path):
+    """``accelerate launch --multi_gpu --num_processes 2`` with ``ACCELERATE_USE_CPU=true`` (torchrun + gloo on
+    the CPU: the code path of multi-GPU DDP; plain ``--cpu`` would start one process) takes
+    batches i % 2 on each rank and averages gradients; one process with ``gradient_accumulation_steps=2``
+    sees the same batches. Without dropout and without the online library (whose update order differs:
+    gathered at once vs batch by batch) the two runs must reach the same weights (fp32 reduction order:
+    tolerance 1e-5), and the 2-process run must log once, checkpoint the consumed batches of both ranks
+    and save one final model."""
+    steps = 6
+    common = dict(max_steps=steps, checkpoint_every=3, log_every=1, use_style_library=False,
+                  model=tiny_config_kwargs(voiceprint_dim=256, dropout=0.0))
+    ddp_cfg, acc_cfg = tmp_path / "ddp.yaml", tmp_path / "acc.yaml"
+    ddp_cfg.write_text(yaml.safe_dump(tiny_training_config(tiny_synth, tmp_path / "ddp", **common)))
+    acc_cfg.write_text(yaml.safe_dump(tiny_training_config(tiny_synth, tmp_path / "acc", gradient_accumulation_steps=2,
+                                                           **common)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+              str(TRAIN_SCRIPT), "--config", str(ddp_cfg), "--no-progress"]
+    proc = subprocess.run(launch, env={**env, "ACCELERATE_USE_CPU": "true"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    _run(acc_cfg)
+
+    ddp_logs = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in ddp_logs] == list(range(1, steps + 1))  # the main process logs, once per step
+    state = json.loads((latest_checkpoint(tmp_path / "ddp") / "trainer_state.json").read_text())
+    assert state == {"step": steps, "batches_consumed": 2 * steps}
+    ddp = load_file(str(tmp_path / "ddp" / "final" / "model.safetensors"))
+    acc = load_file(str(tmp_path / "acc" / "final" / "model.safetensors"))
+    assert ddp.keys() == acc.keys()
+    moved = max(float(np.abs(acc[k]).max()) for k in acc if "decoder" in k and "output" in k)
+    assert moved > 0  # the zero-initialised output layers were trained
+    worst = max(float(np.abs(ddp[k].astype(np.float64) - acc[k]).max()) for k in acc)
+    assert worst < 1e-5, f"max |Δweight| = {worst}"
