@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """``["a=1", "b=false"]`` → ``{"a": 1, "b": False}`` (values parsed as YAML)."""
+    """``["a=1", "b=false", "c=1e-3"]`` → ``{"a": 1, "b": False, "c": 0.001}`` (values parsed as YAML)."""
     import yaml
 
     out = {}
@@ -47,7 +47,13 @@ def parse_overrides(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):
+            try:  # PyYAML (YAML 1.1) reads "1e-3" as a string; a number is meant
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        out[key.strip()] = parsed
     return out
 
 

@@ -113,11 +113,13 @@ class TrainingConfig:
         """Raise ValueError naming the bad field."""
         for name in ("batch_size", "max_steps", "gradient_accumulation_steps", "checkpoint_every",
                      "log_every", "keep_checkpoints", "pair_lookahead", "shuffle_buffer", "library_memory"):
-            if name == "library_memory" and self.library_memory is None:
-                continue
             value = getattr(self, name)
+            optional = name == "library_memory"
+            if optional and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainingConfig.{name} must be a positive integer, got {value!r}")
+                kind = "a positive integer or null" if optional else "a positive integer"
+                raise ValueError(f"TrainingConfig.{name} must be {kind}, got {value!r}")
         if self.warmup_steps < 0:
             raise ValueError(f"TrainingConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):

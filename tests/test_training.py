@@ -67,6 +67,23 @@ def test_config_file_round_trip_and_validation(tmp_path: Path):
         load_training_config(path)
     with pytest.raises(ValueError, match="mixed_precision"):
         TrainingConfig(dataset="d", output_dir="o", mixed_precision="fp8").validate()
+    with pytest.raises(ValueError, match="library_memory must be a positive integer or null"):
+        TrainingConfig(dataset="d", output_dir="o", library_memory=0).validate()
+    path.write_text(yaml.safe_dump({"dataset": "d", "output_dir": "o"}))
+    assert load_training_config(path, library_memory=None).library_memory is None  # None overrides too
+
+
+def test_train_script_set_overrides_are_yaml_values():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_script", TRAIN_SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.parse_overrides(["use_frequency_stream=false", "seed=3", "learning_rate=1e-3", "eval_splits=[a, b]",
+                                   "library_memory=null"]) == {
+        "use_frequency_stream": False, "seed": 3, "learning_rate": 1e-3, "eval_splits": ["a", "b"], "library_memory": None}
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        script.parse_overrides(["seed"])
 
 
 def test_partners_are_found_within_the_lookahead():
