@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import os
@@ -46,11 +47,18 @@ JSON_FORMAT = "pestalk-blendshapes"
 JSON_VERSION = 1
 
 
-def _publish(tmp: str, path: Path) -> None:
-    """Give the temp file the permissions a plain ``open()`` would (mkstemp makes it 0600), then rename."""
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    # Reading the umask means setting it; do it once, not on every write (the MP4 is written on a worker
+    # thread, and a file created by another thread between the two calls would get umask 0).
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    return umask
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Give the temp file the permissions a plain ``open()`` would (mkstemp makes it 0600), then rename."""
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
 
 

@@ -743,6 +743,23 @@ def evaluate_predictions(
     if any(s is None for s in speakers):
         return result
 
+    result.update(style_recovery_report(preds, refs, speakers, emotions, style_matrix, style_channels))
+    return result
+
+
+def style_recovery_report(
+    preds: Sequence[Any],
+    refs: Sequence[Any],
+    speakers: Sequence[Hashable],
+    emotions: Sequence[Hashable],
+    style_matrix: Mapping[str, Any] | None = None,
+    style_channels: Sequence[int] | np.ndarray = STYLE_BLENDSHAPE_INDICES,
+) -> dict[str, Any]:
+    """:func:`style_recovery` of paired (T, 52) predictions per ⟨speaker, emotion⟩ label:
+    ``style_recovery_vs_reference`` (against the references' cell means) and, with ``style_matrix``
+    (EmoStyle-Synth's parsed ``style_matrix.json``: ``speakers``, ``emotions``, ``style`` (S, E, 52)),
+    ``style_recovery_vs_matrix`` (clips of speakers outside the matrix are skipped and counted)."""
+    result: dict[str, Any] = {}
     n = [min(len(p), len(r)) for p, r in zip(preds, refs)]
     preds_cut = [p[:k] for p, k in zip(preds, n)]
     s_order = sorted(set(speakers), key=str)

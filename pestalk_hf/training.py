@@ -684,17 +684,14 @@ def evaluate_model(model: PESTalkModel, dataset_path: str | Path, split: str, ba
 
 
 def _style_recovery(records: list[dict[str, Any]], dataset_path: str | Path, emotions: list[str]) -> dict[str, Any]:
-    """Per-⟨speaker × emotion⟩ style recovery of the predictions (:func:`pestalk_hf.metrics.style_recovery`)
-    against the references' cell means and, for EmoStyle-Synth folders, against the known style matrix."""
-    from .metrics import evaluate_predictions
+    """Per-⟨speaker × emotion⟩ style recovery of the predictions against the references' cell means and,
+    for EmoStyle-Synth folders, against the known style matrix (:func:`pestalk_hf.metrics.style_recovery_report`)."""
+    from .metrics import style_recovery_report
 
     matrix_path = Path(dataset_path) / "style_matrix.json"
     matrix = json.loads(matrix_path.read_text(encoding="utf-8")) if matrix_path.is_file() else None
-    rows = [{"id": r["id"], "blendshapes": r["reference"], "speaker": r["speaker"], "emotion": r["emotion"]}
-            for r in records]
-    report = evaluate_predictions({r["id"]: r["blendshapes"] for r in records}, rows,
-                                  emotion_names=list(emotions), style_matrix=matrix)
-    return {k: report[k] for k in ("style_recovery_vs_reference", "style_recovery_vs_matrix") if k in report}
+    return style_recovery_report([r["blendshapes"] for r in records], [r["reference"] for r in records],
+                                 [r["speaker"] for r in records], [emotions[r["emotion"]] for r in records], matrix)
 
 
 def evaluate_run(cfg: TrainingConfig, splits: list[str] | None = None) -> dict[str, Any] | None:
