@@ -160,10 +160,12 @@ class LogMelSpectrogram(nn.Module):
         return {"mel_filters": torch.from_numpy(np.asarray(fb, dtype=np.float32)), "window": torch.hann_window(self.win)}
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        # The STFT and the mel projection run in fp32 whatever the model's dtype: stft has no bf16/fp16
+        # kernels and log-power spectra would lose their low end in half precision.
         spec = torch.stft(
-            waveform.float(), self.n_fft, self.hop, self.win, self.window, center=True, return_complex=True
+            waveform.float(), self.n_fft, self.hop, self.win, self.window.float(), center=True, return_complex=True
         ).abs().pow(2)
-        mel = torch.matmul(spec.transpose(1, 2), self.mel_filters)
+        mel = torch.matmul(spec.transpose(1, 2), self.mel_filters.float())
         return torch.log(mel.clamp_min(1e-10)).to(waveform.dtype)
 
 
@@ -656,6 +658,11 @@ class PESTalkModel(PESTalkPreTrainedModel):
             if not torch.isfinite(voiceprint).all():
                 raise ValueError("voiceprint contains NaN or Inf")
 
+    def _as_model_dtype(self, *tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        """Float inputs (audio is decoded to fp32) cast to the weights' dtype, so a bf16/fp16 model takes
+        fp32 audio. A no-op for fp32 models, including under autocast mixed-precision training."""
+        return tuple(None if t is None else t.to(self.dtype) for t in tensors)
+
     # ---------------------------------------------------------------- building blocks
     def _feature_encoders_identical(self) -> bool:
         """Both conv feature encoders are frozen; when their weights are equal (e.g. both fine-tuned from
@@ -664,12 +671,16 @@ class PESTalkModel(PESTalkPreTrainedModel):
             return False  # trainable convs must each see their own gradient
         a = list(self.content_encoder.stream.wav2vec2.feature_extractor.parameters())
         b = list(self.emotion_extractor.temporal.wav2vec2.feature_extractor.parameters())
+        def compare() -> bool:
+            return len(a) == len(b) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
+
+        if any(p.is_inference() for p in a + b):
+            return compare()  # weights created under torch.inference_mode() have no version counter
         # Compared once per weight state, not on every forward: the key changes when either set of
         # weights is replaced (loading, .to()) or modified in place (tensor version counter).
         key = tuple((p.data_ptr(), p._version) for p in a + b)
         if getattr(self, "_conv_identity_cache", (None,))[0] != key:
-            same = len(a) == len(b) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
-            self._conv_identity_cache = (key, same)
+            self._conv_identity_cache = (key, compare())
         return self._conv_identity_cache[1]
 
     def encode(
@@ -795,6 +806,7 @@ class PESTalkModel(PESTalkPreTrainedModel):
             :class:`PESTalkOutput`.
         """
         self._validate_inputs(input_values, attention_mask, voiceprint)
+        input_values, voiceprint = self._as_model_dtype(input_values, voiceprint)
         b, n = input_values.shape
         frame_mask, num_frames = frame_mask_from_attention_mask(attention_mask, b, n, self.config, input_values.device)
         if labels is not None and labels.shape != (b, num_frames, self.config.num_blendshapes):
@@ -839,6 +851,7 @@ class PESTalkModel(PESTalkPreTrainedModel):
             total = total + cfg.loss_weight_classification * out.loss_classification
         if pair_input_values is not None:
             self._validate_inputs(pair_input_values, pair_attention_mask, None)
+            (pair_input_values,) = self._as_model_dtype(pair_input_values)
             pb, pn = pair_input_values.shape
             if pb != b:
                 raise ValueError(f"pair_input_values batch {pb} must equal input_values batch {b}")
@@ -888,6 +901,7 @@ class PESTalkModel(PESTalkPreTrainedModel):
         if waveform.shape[0] != 1:
             raise ValueError(f"animate() takes one clip, got batch {waveform.shape[0]}; use forward() for batches")
         self._validate_inputs(waveform, None, voiceprint)
+        waveform, voiceprint = self._as_model_dtype(waveform, voiceprint)
         sr, fps = cfg.sampling_rate, cfg.fps
         chunk_s = max(1, round(chunk_seconds if chunk_seconds is not None else cfg.chunk_seconds))
         overlap_s = round(overlap_seconds if overlap_seconds is not None else cfg.chunk_overlap_seconds)
@@ -919,7 +933,8 @@ class PESTalkModel(PESTalkPreTrainedModel):
             contribution = (emotion[0] * w[:, None]).sum(0)
             pooled_sum = contribution if pooled_sum is None else pooled_sum + contribution
             features.append((f0, t, emotion, content, w))
-        pooled_emotion = (pooled_sum / weight_total.sum())[None]
+        # Pooled in fp32 (sums over minutes of frames), then back to the model's dtype.
+        pooled_emotion = (pooled_sum / weight_total.sum())[None].to(features[0][2].dtype)
         emotion_logits = self.emotion_extractor.classifier(pooled_emotion)
         style, index, sim = self.select_style(
             pooled_emotion, emotion_logits, voiceprint,

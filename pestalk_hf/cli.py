@@ -16,6 +16,7 @@ from pathlib import Path
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".mp4", ".mov", ".webm", ".opus"}
 FORMATS = ("csv", "json", "npz", "glb", "mp4", "png")
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # --dtype → torch dtype name
 
 ANIMATE_EPILOG = """\
 formats:
@@ -71,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blinks", action="store_true", help="add procedural eye blinks")
     p.add_argument("--max-seconds", type=float, default=3600.0, help="refuse longer inputs (default 3600)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cpu)")
-    p.add_argument("--int8", action="store_true", help="dynamic int8 quantisation: faster on CPU, ~1e-2 deviation")
+    p.add_argument("--int8", action="store_true",
+                   help="dynamic int8 quantisation of fp32 weights: ~3× faster on CPU, features move ~5%%")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
+                   help="weights' precision (default fp32). bf16: ~2.5× faster on GPUs and on CPUs with "
+                        "AVX512-BF16/AMX, much slower on CPUs without; fp16: GPUs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     i = sub.add_parser("info", help="show a model's emotions and style-library speakers")
@@ -107,14 +112,16 @@ def _unique_stems(files: list[Path]) -> list[str]:
     return [f"{f.parent.name}_{f.stem}" if stems.count(f.stem) > 1 else f.stem for f in files]
 
 
-def _load(model: str | None, device: str | None, int8: bool = False):
+def _load(model: str | None, device: str | None, int8: bool = False, dtype: str = "fp32"):
+    import torch
+
     from . import DEFAULT_MODEL
     from .pipeline import load_pipeline
 
     path = model or DEFAULT_MODEL
     if model is None and not (Path(DEFAULT_MODEL) / "config.json").exists():
         raise FileNotFoundError(f"the embedded default model is missing at {DEFAULT_MODEL}; pass --model")
-    return load_pipeline(path, device=device or "cpu", int8=int8)
+    return load_pipeline(path, device=device or "cpu", int8=int8, dtype=getattr(torch, DTYPES[dtype]))
 
 
 def cmd_animate(args: argparse.Namespace) -> int:
@@ -126,7 +133,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
     try:
         files = collect_inputs(args.inputs)
         avatar = load_avatar(args.avatar) if args.avatar is not None else None
-        pipe = _load(args.model, args.device, args.int8)
+        pipe = _load(args.model, args.device, args.int8, args.dtype)
         params = dict(
             emotion=args.emotion, intensity=args.intensity, speaker_style=args.speaker_style,
             style_top_k=args.style_top_k, smoothing=args.smoothing, blinks=args.blinks, max_seconds=args.max_seconds,

@@ -90,6 +90,18 @@ def test_all_formats_for_one_file(tmp_path, tiny_model_dir, assets):  # noqa: F8
     assert "style bob/happy" in proc.stdout
 
 
+def test_bf16_weights_write_the_same_track_closely(tmp_path, tiny_model_dir, assets):  # noqa: F811
+    wav = str(assets / "speech" / "emodb" / "14a02Fd.wav")
+    tracks = {}
+    for dtype in ("fp32", "bf16"):
+        proc = run_cli("animate", wav, "-o", str(tmp_path / dtype), "--model", str(tiny_model_dir),
+                       "--format", "npz", "--dtype", dtype, "-q")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        tracks[dtype] = np.load(tmp_path / dtype / "14a02Fd.npz")["weights"]
+    assert tracks["bf16"].shape == tracks["fp32"].shape
+    assert np.abs(tracks["bf16"] - tracks["fp32"]).mean() < 0.02
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -97,6 +109,8 @@ def test_all_formats_for_one_file(tmp_path, tiny_model_dir, assets):  # noqa: F8
         (["--speaker-style", "nobody"], "unknown library speaker"),
         (["--format", "csv,fbx"], "unknown format"),
         (["--intensity", "5"], "intensity"),
+        (["--int8", "--dtype", "bf16"], "starts from fp32 weights"),
+        (["--dtype", "fp64"], "invalid choice"),
     ],
 )
 def test_usage_errors_exit_2(tmp_path, tiny_model_dir, assets, extra, message):  # noqa: F811

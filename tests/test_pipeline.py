@@ -192,3 +192,19 @@ def test_int8_pipeline_stays_close_to_fp32(tiny_model_dir):
     int8 = load_pipeline(str(tiny_model_dir), int8=True)
     assert any("quantized" in type(m).__module__ for m in int8.model.modules())
     assert np.abs(int8(audio).weights - fp32).mean() < 0.05
+
+
+def test_bf16_pipeline_runs_and_stays_close_to_fp32(tiny_model_dir):
+    """``dtype=torch.bfloat16`` (how GPU users load it) — the float32 audio and voiceprint are cast to the
+    model's dtype at the model boundary."""
+    import torch
+
+    from pestalk_hf.pipeline import load_pipeline
+
+    audio = {"array": speech_like(2.0, seed=5), "sampling_rate": 16000}
+    fp32 = load_pipeline(str(tiny_model_dir))(audio).weights
+    pipe = load_pipeline(str(tiny_model_dir), dtype=torch.bfloat16)
+    assert pipe.model.dtype == torch.bfloat16
+    bf16 = pipe(audio).weights
+    assert bf16.dtype == fp32.dtype and bf16.shape == fp32.shape
+    assert np.abs(bf16 - fp32).mean() < 0.02
