@@ -73,10 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=3600.0, help="refuse longer inputs (default 3600)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cpu)")
     p.add_argument("--int8", action="store_true",
-                   help="dynamic int8 quantisation of fp32 weights: ~3× faster on CPU, features move ~5%%")
+                   help="dynamic int8 quantisation of fp32 weights: ~2–3× faster on CPU, features move ~5%%")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
-                   help="weights' precision (default fp32). bf16: ~2.5× faster on GPUs and on CPUs with "
-                        "AVX512-BF16/AMX, much slower on CPUs without; fp16: GPUs")
+                   help="weights' precision (default fp32). bf16: the usual GPU choice; on CPUs ~2× faster "
+                        "with AVX512-BF16/AMX, far slower without; fp16: GPUs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     i = sub.add_parser("info", help="show a model's emotions and style-library speakers")

@@ -209,7 +209,7 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantisation of every ``nn.Linear`` (weights int8, activations quantised on the fly).
 
     CPU only. wav2vec2's transformer layers are most of PESTalk's inference time and are Linear-bound,
-    so this is the main CPU speed-up (×2.7–3.2 for the paper-size model on CPUs with VNNI; the encoder
+    so this is the main CPU speed-up (×2–3 for the paper-size model on CPUs with VNNI; the encoder
     features move by a few per cent: ``python bench/bench_inference.py --case paper --dtype int8``).
     """
     with warnings.catch_warnings():
