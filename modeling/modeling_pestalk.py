@@ -671,16 +671,13 @@ class PESTalkModel(PESTalkPreTrainedModel):
             return False  # trainable convs must each see their own gradient
         a = list(self.content_encoder.stream.wav2vec2.feature_extractor.parameters())
         b = list(self.emotion_extractor.temporal.wav2vec2.feature_extractor.parameters())
-        def compare() -> bool:
-            return len(a) == len(b) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
-
         if any(p.is_inference() for p in a + b):
-            return compare()  # weights created under torch.inference_mode() have no version counter
+            return _same_tensors(a, b)  # weights made under torch.inference_mode() have no version counter
         # Compared once per weight state, not on every forward: the key changes when either set of
         # weights is replaced (loading, .to()) or modified in place (tensor version counter).
         key = tuple((p.data_ptr(), p._version) for p in a + b)
         if getattr(self, "_conv_identity_cache", (None,))[0] != key:
-            self._conv_identity_cache = (key, compare())
+            self._conv_identity_cache = (key, _same_tensors(a, b))
         return self._conv_identity_cache[1]
 
     def encode(
@@ -934,7 +931,7 @@ class PESTalkModel(PESTalkPreTrainedModel):
             pooled_sum = contribution if pooled_sum is None else pooled_sum + contribution
             features.append((f0, t, emotion, content, w))
         # Pooled in fp32 (sums over minutes of frames), then back to the model's dtype.
-        pooled_emotion = (pooled_sum / weight_total.sum())[None].to(features[0][2].dtype)
+        pooled_emotion = (pooled_sum / weight_total.sum())[None].to(waveform.dtype)
         emotion_logits = self.emotion_extractor.classifier(pooled_emotion)
         style, index, sim = self.select_style(
             pooled_emotion, emotion_logits, voiceprint,
@@ -986,6 +983,10 @@ class PESTalkModel(PESTalkPreTrainedModel):
                 new.emotion_counts[i] = old.emotion_counts[j]
         self.style_library = new
         self.config.style_speakers = speakers
+
+
+def _same_tensors(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
 
 
 def _windows(num_samples: int, window: int, hop: int):

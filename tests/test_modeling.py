@@ -314,7 +314,6 @@ def test_shared_conv_features_when_the_frozen_encoders_are_equal():
     assert torch.allclose(shared_e, model.emotion_extractor(x, conv, mask), atol=1e-6)
 
 
-
 def test_model_built_under_inference_mode_runs():
     """Weights created inside ``torch.inference_mode()`` have no version counter (the shared-conv check
     keys its cache on it); such a model must still run, and still share equal conv features."""
