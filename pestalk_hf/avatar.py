@@ -10,6 +10,7 @@ source glTF document, so an animation can be written back onto the *original* as
 from __future__ import annotations
 
 import functools
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,10 @@ from .gltf_io import GltfDocument, read_gltf
 ARKIT: tuple[str, ...] = ARKIT_NAMES
 
 DEFAULT_SKIN = (0.80, 0.66, 0.58)
+# Caps for hostile avatar files (ICT-FaceKit, a detailed head, has 24.6 k vertices and 52 targets);
+# at the vertex cap the loader holds ≈ 190 MB of float32 morph deltas.
+MAX_AVATAR_VERTICES = 300_000
+MAX_MORPH_TARGETS = 1024
 
 
 @dataclass(frozen=True)
@@ -183,18 +188,33 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 
 
-def load_avatar(path: str | Path) -> Avatar:
+def load_avatar(path: str | Path, *, external_files: bool = False) -> Avatar:
     """Load any ARKit-rigged ``.glb``/``.gltf`` (all meshes of the default scene, baked to world space).
 
     Morph targets are matched by name (``mesh.extras.targetNames``) with
     :func:`~pestalk_hf.blendshapes.match_morph_targets`, so ``eyeBlinkLeft``, ``eyeBlink_L``,
     ``EyeBlinkLeft`` or ``blendShape1.eyeBlinkLeft`` all work. Meshes without ARKit targets (eyes,
-    teeth) are kept as static geometry. Raises ValueError if no mesh has any ARKit morph target.
+    teeth) are kept as static geometry. Raises ValueError if no mesh has any ARKit morph target, or if
+    the file is refused (see :func:`~pestalk_hf.gltf_io.read_gltf`: only self-contained files unless
+    ``external_files=True``, which the CLI sets for a ``.gltf`` with files beside it; never a server),
+    or if it declares more than :data:`MAX_AVATAR_VERTICES` vertices (checked before decoding).
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"load_avatar: {path} does not exist")
-    doc = read_gltf(path)
+    try:
+        doc = read_gltf(path, external_files=external_files)
+        _check_vertex_budget(doc, path)
+        return _avatar_from_document(doc, path)
+    except ValueError:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError, OverflowError, struct.error) as exc:
+        # a malformed document (a missing key, an index out of range): the file's fault, not a bug
+        raise ValueError(f"load_avatar: {path.name} is not a well-formed glTF 2.0 file "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
+def _avatar_from_document(doc: GltfDocument, path: Path) -> Avatar:
     gltf = doc.gltf
     world = doc.node_world_matrices()
     verts, faces, colors, targets = [], [], [], []
@@ -227,7 +247,7 @@ def load_avatar(path: str | Path) -> Avatar:
             verts.append(pos @ matrix[:3, :3].T + matrix[:3, 3])
             faces.append(tri + offset)
             colors.append(_primitive_colors(doc, prim, pos.shape[0]))
-            deltas = np.zeros((NUM_BLENDSHAPES, pos.shape[0], 3), dtype=np.float64)
+            deltas = np.zeros((NUM_BLENDSHAPES, pos.shape[0], 3), dtype=np.float32)
             if match and match.mapping:
                 for rig_idx, our_idx in match.mapping.items():
                     tgt = prim.get("targets", [])
@@ -258,6 +278,34 @@ def load_avatar(path: str | Path) -> Avatar:
         unmatched_targets=tuple(dict.fromkeys(unmatched)),
         source_path=path,
     )
+
+
+def _check_vertex_budget(doc: GltfDocument, path: Path) -> None:
+    """Refuse a rig whose declared geometry would need more than the cap, before any decoding.
+
+    The loader holds 52 × vertices × 3 float32 deltas: a 300-byte file declaring millions of
+    vertices must fail here, not after gigabytes are allocated.
+    """
+    gltf = doc.gltf
+    nodes, meshes, accessors = gltf.get("nodes", []), gltf.get("meshes", []), gltf.get("accessors", [])
+    total = 0
+    for node_index in doc.node_world_matrices():
+        mesh_index = nodes[node_index].get("mesh")
+        if mesh_index is None:
+            continue
+        if not isinstance(mesh_index, int) or not 0 <= mesh_index < len(meshes):
+            raise ValueError(f"load_avatar: {path.name}: node {node_index} names mesh {mesh_index!r}, which does not exist")
+        for prim in meshes[mesh_index].get("primitives", []):
+            if len(prim.get("targets", [])) > MAX_MORPH_TARGETS:
+                raise ValueError(f"load_avatar: {path.name}: a primitive has {len(prim['targets'])} morph targets, "
+                                 f"over the cap of {MAX_MORPH_TARGETS}")
+            acc = prim.get("attributes", {}).get("POSITION")
+            if isinstance(acc, int) and 0 <= acc < len(accessors):
+                count = accessors[acc].get("count", 0)
+                total += count if isinstance(count, int) else 0
+    if total > MAX_AVATAR_VERTICES:
+        raise ValueError(f"load_avatar: {path.name} declares {total} vertices, over the cap of "
+                         f"{MAX_AVATAR_VERTICES} (real heads have tens of thousands)")
 
 
 def target_names(mesh: dict[str, Any]) -> list[str]:

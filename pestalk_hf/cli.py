@@ -132,7 +132,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
 
     try:
         files = collect_inputs(args.inputs)
-        avatar = load_avatar(args.avatar) if args.avatar is not None else None
+        avatar = load_avatar(args.avatar, external_files=True) if args.avatar is not None else None
         pipe = _load(args.model, args.device, args.int8, args.dtype)
         params = dict(
             emotion=args.emotion, intensity=args.intensity, speaker_style=args.speaker_style,

@@ -4,6 +4,16 @@ Only what the avatar loader and the animation exporter need: read a ``.glb``/``.
 JSON document plus **one** binary buffer (``.gltf`` buffers and images are merged/embedded so the
 document can always be re-written as a self-contained GLB), decode accessors (strided, normalised
 integer and sparse ones), compute node world matrices, append new data, and write a GLB.
+
+Every avatar is a user's file and treated as hostile (a Space upload is one):
+
+- only the GLB's own binary chunk and ``data:`` URIs are read by default; a URI naming another file
+  is refused unless the caller opts in with ``external_files=True`` (the CLI, for a ``.gltf`` next to
+  its ``.bin``), and even then only a regular file inside the avatar's own folder is read — never an
+  absolute path, ``..``, a URL scheme, a device or a FIFO (``/proc/self/environ``, ``/dev/zero``);
+- the file, every referenced file and every decoded accessor have size caps, and each accessor and
+  buffer view is checked against the real buffer *before* anything is allocated, so a few hundred
+  bytes cannot declare gigabytes.
 """
 
 from __future__ import annotations
@@ -33,6 +43,10 @@ TYPE_SIZES: dict[str, int] = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT
 # Extensions whose data this reader cannot decode: refusing is better than returning garbage.
 UNSUPPORTED_REQUIRED = ("KHR_draco_mesh_compression", "EXT_meshopt_compression", "KHR_meshopt_compression")
 
+# Caps for hostile files. Real heads are far below them (ICT-FaceKit: 4.2 MB, 24.6 k vertices).
+MAX_GLTF_BYTES = 256 * 2**20  # the file itself, each external buffer/image, and each decoded data: URI
+MAX_ACCESSOR_COMPONENTS = 32 * 2**20  # elements × components of one decoded accessor (128 MB as float32)
+
 
 class GltfDocument:
     """A glTF JSON document plus its single binary buffer (``buffers[0]``)."""
@@ -48,38 +62,62 @@ class GltfDocument:
     # -- reading -------------------------------------------------------------------------------
 
     def accessor(self, index: int) -> np.ndarray:
-        """Decode accessor ``index`` to an array of shape (count, components) (float32 if normalised)."""
-        acc = self.gltf["accessors"][index]
-        dtype = COMPONENT_DTYPES[acc["componentType"]]
-        ncomp = TYPE_SIZES[acc["type"]]
-        count = int(acc["count"])
+        """Decode accessor ``index`` to an array of shape (count, components) (float32 if normalised).
+
+        Raises ValueError for an accessor that is malformed or reaches outside the buffer (checked
+        before any allocation).
+        """
+        acc = _item(self.gltf, "accessors", index)
+        dtype = _lookup(COMPONENT_DTYPES, acc.get("componentType"), f"accessor {index} componentType")
+        ncomp = _lookup(TYPE_SIZES, acc.get("type"), f"accessor {index} type")
+        count = _non_negative_int(acc.get("count"), f"accessor {index} count")
+        if count * ncomp > MAX_ACCESSOR_COMPONENTS:
+            raise ValueError(f"accessor {index} declares {count} × {ncomp} values, over the cap of "
+                             f"{MAX_ACCESSOR_COMPONENTS} for one accessor")
         if "bufferView" in acc:
             data = self._view(acc["bufferView"], acc.get("byteOffset", 0), count, ncomp, dtype)
         else:
             data = np.zeros((count, ncomp), dtype=dtype)
         sparse = acc.get("sparse")
         if sparse:
-            n = int(sparse["count"])
+            n = _non_negative_int(sparse.get("count"), f"accessor {index} sparse count")
+            if n > count:
+                raise ValueError(f"accessor {index}: sparse count {n} exceeds the accessor's count {count}")
             idx_info, val_info = sparse["indices"], sparse["values"]
-            idx = self._view(idx_info["bufferView"], idx_info.get("byteOffset", 0), n, 1,
-                             COMPONENT_DTYPES[idx_info["componentType"]], strided=False)[:, 0]
+            idx_dtype = _lookup(COMPONENT_DTYPES, idx_info.get("componentType"), f"accessor {index} sparse indices")
+            idx = self._view(idx_info["bufferView"], idx_info.get("byteOffset", 0), n, 1, idx_dtype,
+                             strided=False)[:, 0].astype(np.int64)
+            if n and (idx.min() < 0 or idx.max() >= count):
+                raise ValueError(f"accessor {index}: sparse index outside 0..{count - 1}")
             vals = self._view(val_info["bufferView"], val_info.get("byteOffset", 0), n, ncomp, dtype, strided=False)
             data = np.array(data, copy=True)
-            data[idx.astype(np.int64)] = vals
+            data[idx] = vals
         if acc.get("normalized"):
             data = _dequantize(data)
         return data
 
     def _view(self, view_index: int, offset: int, count: int, ncomp: int, dtype: np.dtype,
               strided: bool = True) -> np.ndarray:
-        view = self.gltf["bufferViews"][view_index]
+        view = _item(self.gltf, "bufferViews", view_index)
         if view.get("buffer", 0) != 0:
             raise ValueError("internal error: document must hold exactly one buffer")
-        start = view.get("byteOffset", 0) + offset
+        view_start = _non_negative_int(view.get("byteOffset", 0), f"bufferView {view_index} byteOffset")
+        view_length = _non_negative_int(view.get("byteLength"), f"bufferView {view_index} byteLength")
+        offset = _non_negative_int(offset, f"byteOffset into bufferView {view_index}")
+        if view_start + view_length > len(self.binary):
+            raise ValueError(f"bufferView {view_index} ends at byte {view_start + view_length}, past the end "
+                             f"of the buffer ({len(self.binary)} bytes)")
+        start = view_start + offset
         elem = ncomp * dtype.itemsize
-        stride = view.get("byteStride", 0) if strided else 0
+        stride = _non_negative_int(view.get("byteStride", 0), f"bufferView {view_index} byteStride") if strided else 0
         if count == 0:
             return np.zeros((0, ncomp), dtype=dtype)
+        needed = (max(stride, elem) * (count - 1) + elem) if stride else elem * count
+        if offset + needed > view_length:
+            raise ValueError(f"an accessor of {count} × {elem} bytes at offset {offset} does not fit in "
+                             f"bufferView {view_index} ({view_length} bytes)")
+        if stride and stride < elem:
+            raise ValueError(f"bufferView {view_index}: byteStride {stride} is smaller than one element ({elem} bytes)")
         if stride and stride != elem:
             raw = np.frombuffer(self.binary, dtype=np.uint8, count=stride * (count - 1) + elem, offset=start)
             rows = np.lib.stride_tricks.as_strided(raw, shape=(count, elem), strides=(stride, 1))
@@ -176,28 +214,36 @@ class GltfDocument:
         return bytes(out)
 
 
-def read_gltf(path: str | Path) -> GltfDocument:
-    """Read a ``.glb`` or ``.gltf`` file into a single-buffer :class:`GltfDocument`."""
+def read_gltf(path: str | Path, *, external_files: bool = False) -> GltfDocument:
+    """Read a ``.glb`` or ``.gltf`` file into a single-buffer :class:`GltfDocument`.
+
+    ``external_files=False`` (the default, and what a server must use) reads only the file itself:
+    its GLB binary chunk and ``data:`` URIs. ``True`` additionally reads buffers and images named by a
+    relative URI, if they are regular files inside the folder of ``path`` (a ``.gltf`` with its
+    ``.bin`` and textures). Raises ValueError for anything refused, with the reason.
+    """
     path = Path(path)
-    raw = path.read_bytes()
+    raw = _read_capped(path, "avatar file")
     if raw[:4] == GLB_MAGIC:
-        gltf, buffers = _parse_glb(raw, path)
+        gltf, buffers = _parse_glb(raw, path, external_files)
     else:
         try:
             gltf = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: neither a GLB (no 'glTF' magic) nor a glTF JSON file") from exc
-        buffers = [_load_uri(b.get("uri"), path) for b in gltf.get("buffers", [])]
+        if not isinstance(gltf, dict):
+            raise ValueError(f"{path}: the glTF JSON is not an object")
+        buffers = [_load_uri(b.get("uri"), path, external_files) for b in gltf.get("buffers", [])]
     if not str(gltf.get("asset", {}).get("version", "")).startswith("2"):
         raise ValueError(f"{path}: only glTF 2.0 is supported (asset.version={gltf.get('asset', {}).get('version')!r})")
     bad = [e for e in gltf.get("extensionsRequired", []) if e in UNSUPPORTED_REQUIRED]
     if bad:
         raise ValueError(f"{path}: compressed geometry ({', '.join(bad)}) is not supported; decompress it first "
                          "(e.g. `npx @gltf-transform/cli copy in.glb out.glb`)")
-    return _single_buffer(gltf, buffers, path)
+    return _single_buffer(gltf, buffers, path, external_files)
 
 
-def _parse_glb(raw: bytes, path: Path) -> tuple[dict[str, Any], list[bytes]]:
+def _parse_glb(raw: bytes, path: Path, external_files: bool) -> tuple[dict[str, Any], list[bytes]]:
     if len(raw) < 20:
         raise ValueError(f"{path}: truncated GLB")
     _, version, _ = struct.unpack_from("<4sII", raw, 0)
@@ -208,7 +254,12 @@ def _parse_glb(raw: bytes, path: Path) -> tuple[dict[str, Any], list[bytes]]:
         length, ctype = struct.unpack_from("<II", raw, offset)
         chunk = raw[offset + 8: offset + 8 + length]
         if ctype == CHUNK_JSON and gltf is None:
-            gltf = json.loads(chunk.decode("utf-8"))
+            try:
+                gltf = json.loads(chunk.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ValueError(f"{path}: the GLB's JSON chunk is not valid JSON") from exc
+            if not isinstance(gltf, dict):
+                raise ValueError(f"{path}: the GLB's JSON chunk is not an object")
         elif ctype == CHUNK_BIN and not binary:
             binary = chunk
         offset += 8 + length
@@ -216,21 +267,93 @@ def _parse_glb(raw: bytes, path: Path) -> tuple[dict[str, Any], list[bytes]]:
         raise ValueError(f"{path}: GLB has no JSON chunk")
     buffers = []
     for i, b in enumerate(gltf.get("buffers", [])):
-        buffers.append(binary if i == 0 and "uri" not in b else _load_uri(b.get("uri"), path))
+        buffers.append(binary if i == 0 and "uri" not in b else _load_uri(b.get("uri"), path, external_files))
     return gltf, buffers
 
 
-def _load_uri(uri: str | None, base: Path) -> bytes:
+def _load_uri(uri: Any, base: Path, external_files: bool) -> bytes:
+    """The bytes a buffer/image ``uri`` names: a ``data:`` URI, or (opt-in) a file beside ``base``."""
     if uri is None:
         raise ValueError(f"{base}: a buffer without uri is only allowed as a GLB's first buffer")
+    if not isinstance(uri, str):
+        raise ValueError(f"{base}: a uri must be a string, not {type(uri).__name__}")
     if uri.startswith("data:"):
-        return base64.b64decode(uri.split(",", 1)[1])
-    from urllib.parse import unquote
+        return _decode_data_uri(uri, base)
+    shown = uri if len(uri) <= 80 else uri[:77] + "..."
+    if not external_files:
+        raise ValueError(f"{base.name}: refers to the external file {shown!r}; only self-contained avatars "
+                         "are read here (GLB binary chunk or data: URIs) — pack it into one .glb, e.g. "
+                         "`npx @gltf-transform/cli copy in.gltf out.glb`")
+    from urllib.parse import unquote, urlsplit
 
-    return (base.parent / unquote(uri)).read_bytes()
+    name = unquote(uri)
+    folder = base.parent.resolve()
+    target = (folder / name).resolve()
+    if urlsplit(uri).scheme or Path(name).is_absolute() or "\0" in name or not target.is_relative_to(folder):
+        raise ValueError(f"{base.name}: the uri {shown!r} points outside the avatar's folder; only relative "
+                         "paths to files next to the avatar are read")
+    return _read_capped(target, f"file {shown!r} named by {base.name}")
 
 
-def _single_buffer(gltf: dict[str, Any], buffers: list[bytes], path: Path) -> GltfDocument:
+def _decode_data_uri(uri: str, base: Path) -> bytes:
+    header, sep, payload = uri.partition(",")
+    if not sep:
+        raise ValueError(f"{base.name}: malformed data: URI (no comma)")
+    if len(payload) > MAX_GLTF_BYTES * 4 // 3 + 4:
+        raise ValueError(f"{base.name}: a data: URI is over the {MAX_GLTF_BYTES >> 20} MB cap")
+    if header.endswith(";base64"):
+        try:
+            return base64.b64decode(payload, validate=True)
+        except ValueError as exc:
+            raise ValueError(f"{base.name}: a data: URI is not valid base64") from exc
+    from urllib.parse import unquote_to_bytes
+
+    return unquote_to_bytes(payload)
+
+
+def _read_capped(path: Path, what: str) -> bytes:
+    """Read a regular file of at most MAX_GLTF_BYTES (devices, FIFOs and /proc files are refused)."""
+    import stat
+
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ValueError(f"{what} {path.name!r} cannot be read: {exc.strerror or exc}") from None
+    # /proc files report size 0 and devices/FIFOs never end: only regular files with a real size
+    if not stat.S_ISREG(info.st_mode) or str(path.resolve()).startswith(("/proc/", "/sys/", "/dev/")):
+        raise ValueError(f"{what} {path.name!r} is not a regular file")
+    if info.st_size > MAX_GLTF_BYTES:
+        raise ValueError(f"{what} {path.name!r} is {info.st_size >> 20} MB, over the {MAX_GLTF_BYTES >> 20} MB cap")
+    with open(path, "rb") as fh:  # read(n) allocates n bytes up front: ask for the stated size only
+        data = fh.read(info.st_size + 1)
+    if len(data) > MAX_GLTF_BYTES:
+        raise ValueError(f"{what} {path.name!r} is over the {MAX_GLTF_BYTES >> 20} MB cap")
+    return data
+
+
+def _item(gltf: dict[str, Any], key: str, index: Any) -> dict[str, Any]:
+    """``gltf[key][index]`` with a clear error for a bad index (hostile files name any index)."""
+    items = gltf.get(key)
+    if not isinstance(index, int) or isinstance(index, bool) or not isinstance(items, list) \
+            or not 0 <= index < len(items) or not isinstance(items[index], dict):
+        raise ValueError(f"{key}[{index!r}] does not exist in this glTF")
+    return items[index]
+
+
+def _lookup(table: dict, key: Any, what: str) -> Any:
+    try:
+        return table[key]
+    except (KeyError, TypeError):
+        raise ValueError(f"{what} {key!r} is not valid glTF") from None
+
+
+def _non_negative_int(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{what} must be a non-negative integer, not {value!r}")
+    return value
+
+
+def _single_buffer(gltf: dict[str, Any], buffers: list[bytes], path: Path, external_files: bool) -> GltfDocument:
     """Concatenate all buffers into one and embed external images, fixing bufferView offsets."""
     gltf = copy.deepcopy(gltf)
     starts, blob = [], bytearray()
@@ -246,7 +369,7 @@ def _single_buffer(gltf: dict[str, Any], buffers: list[bytes], path: Path) -> Gl
     for image in gltf.get("images", []):
         uri = image.pop("uri", None)
         if uri is not None:
-            data = _load_uri(uri, path)
+            data = _load_uri(uri, path, external_files)
             image["bufferView"] = doc.add_buffer_view(data)
             image.setdefault("mimeType", _guess_mime(uri, data))
     gltf.pop("buffers", None)
