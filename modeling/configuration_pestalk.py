@@ -111,6 +111,21 @@ class PESTalkConfig(PretrainedConfig):
             set False when training from scratch, where frozen conv features would stay random.
         chunk_seconds / chunk_overlap_seconds: window and overlap for long-audio inference.
         clamp_output: clamp inference outputs into [0, 1].
+        content_encoder_type: ``"wav2vec2"`` (the paper: a pretrained speech encoder) or ``"mel"``: a
+            log-mel → 1-D conv → KAN-Conformer content stream for models trained from scratch, where a
+            wav2vec2 conv front end would start (and, frozen, stay) random on raw waveforms.
+        content_hidden_size / content_num_blocks / content_num_heads: size of the ``"mel"`` content stream.
+        use_temporal_stream: the wav2vec2 temporal stream Φ_E^t of the emotion extractor; ``False`` leaves the
+            frequency stream alone (with ``content_encoder_type="mel"`` the model has no wav2vec2 at all).
+        mel_normalization: ``"utterance"`` subtracts each clip's mean log-mel per bin (over its valid frames)
+            before the mel streams: microphone and room colouring are mostly a constant spectral tilt.
+        emotion_class_weights: per-class weights of L_cls (e.g. inverse class frequencies), or None.
+        style_emotion_from_classifier: at inference, retrieve the style of the emotion the classifier
+            reports (the retrieval then only chooses the speaker), so the reported emotion and the
+            emotion of the style always agree.
+        style_confidence_full: at inference, classifier confidence (max probability) at which the
+            retrieved style is used at full intensity; below it the style moves linearly towards the
+            speaker's neutral style (reached at chance level). None = always full.
     """
 
     model_type = "pestalk"
@@ -159,6 +174,15 @@ class PESTalkConfig(PretrainedConfig):
         chunk_seconds: float = 20.0,
         chunk_overlap_seconds: float = 2.0,
         clamp_output: bool = True,
+        content_encoder_type: str = "wav2vec2",
+        content_hidden_size: int = 128,
+        content_num_blocks: int = 2,
+        content_num_heads: int = 4,
+        use_temporal_stream: bool = True,
+        mel_normalization: str = "none",
+        emotion_class_weights: list[float] | None = None,
+        style_emotion_from_classifier: bool = False,
+        style_confidence_full: float | None = None,
         **kwargs: Any,
     ) -> None:
         self.content_encoder_config = _normalise_encoder_config(content_encoder_config)
@@ -203,6 +227,15 @@ class PESTalkConfig(PretrainedConfig):
         self.chunk_seconds = chunk_seconds
         self.chunk_overlap_seconds = chunk_overlap_seconds
         self.clamp_output = clamp_output
+        self.content_encoder_type = content_encoder_type
+        self.content_hidden_size = content_hidden_size
+        self.content_num_blocks = content_num_blocks
+        self.content_num_heads = content_num_heads
+        self.use_temporal_stream = use_temporal_stream
+        self.mel_normalization = mel_normalization
+        self.emotion_class_weights = None if emotion_class_weights is None else [float(w) for w in emotion_class_weights]
+        self.style_emotion_from_classifier = style_emotion_from_classifier
+        self.style_confidence_full = style_confidence_full
         super().__init__(**kwargs)
         self.validate()
 
@@ -252,6 +285,7 @@ class PESTalkConfig(PretrainedConfig):
             "kan_grid_size", "kan_spline_order", "kan_ffn_expansion", "feature_size",
             "voiceprint_dim", "style_dim", "style_retrieval_top_k", "decoder_hidden_size",
             "decoder_num_heads", "decoder_num_layers", "decoder_ffn_dim", "period",
+            "content_hidden_size", "content_num_blocks", "content_num_heads",
         )
         for field in positive_ints:
             value = getattr(self, field)
@@ -268,8 +302,21 @@ class PESTalkConfig(PretrainedConfig):
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"PESTalkConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        for field in ("freq_hidden_size", "decoder_hidden_size"):
-            heads = self.freq_num_heads if field.startswith("freq") else self.decoder_num_heads
+        if self.content_encoder_type not in ("wav2vec2", "mel"):
+            raise ValueError(f"PESTalkConfig.content_encoder_type must be 'wav2vec2' or 'mel', got {self.content_encoder_type!r}")
+        if self.mel_normalization not in ("none", "utterance"):
+            raise ValueError(f"PESTalkConfig.mel_normalization must be 'none' or 'utterance', got {self.mel_normalization!r}")
+        if not (self.use_temporal_stream or self.use_frequency_stream):
+            raise ValueError("PESTalkConfig: the emotion extractor needs use_temporal_stream or use_frequency_stream")
+        weights = self.emotion_class_weights
+        if weights is not None and (len(weights) != len(self.emotions) or not all(math.isfinite(w) and w > 0 for w in weights)):
+            raise ValueError(f"PESTalkConfig.emotion_class_weights must be {len(self.emotions)} positive numbers "
+                             f"(one per emotion) or null, got {weights!r}")
+        full = self.style_confidence_full
+        if full is not None and not (isinstance(full, (int, float)) and 1.0 / max(len(self.emotions), 1) < full <= 1.0):
+            raise ValueError(f"PESTalkConfig.style_confidence_full must be in (1/num_emotions, 1] or null, got {full!r}")
+        for field, heads in (("freq_hidden_size", self.freq_num_heads), ("decoder_hidden_size", self.decoder_num_heads),
+                             ("content_hidden_size", self.content_num_heads)):
             if getattr(self, field) % heads:
                 raise ValueError(
                     f"PESTalkConfig.{field}={getattr(self, field)} must be divisible by its number of heads ({heads})"

@@ -169,6 +169,45 @@ class LogMelSpectrogram(nn.Module):
         return torch.log(mel.clamp_min(1e-10)).to(waveform.dtype)
 
 
+def normalize_log_mel(mel: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Subtract each clip's mean log-mel per bin over its valid frames: ``(B, M, bins)`` → same shape.
+
+    A microphone, a room or a gain change mostly adds a constant per-bin offset to the log spectrum;
+    removing it (cepstral mean normalisation) keeps the speech and drops the channel."""
+    if lengths is None:
+        return mel - mel.mean(dim=1, keepdim=True)
+    valid = (torch.arange(mel.shape[1], device=mel.device)[None, :] < lengths[:, None].clamp_min(1)).to(mel.dtype)
+    mean = (mel * valid[..., None]).sum(1, keepdim=True) / valid.sum(1).clamp_min(1)[:, None, None]
+    return (mel - mean) * valid[..., None]
+
+
+class MelFrames(nn.Module):
+    """Log-mel spectrogram on the 30 fps grid: ``(B, N)`` → ``(B, T, num_mel_bins)`` (optionally after a 1-D
+    conv front end at the mel rate, which sees the 10 ms detail that the 30 fps grid would blur)."""
+
+    def __init__(self, config: PESTalkConfig, front_channels: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.mel = LogMelSpectrogram(config)
+        self.front = None
+        if front_channels is not None:
+            bins = config.num_mel_bins
+            self.front = nn.Sequential(
+                nn.Conv1d(bins, front_channels, 5, padding=2), nn.GELU(),
+                nn.Conv1d(front_channels, front_channels, 5, padding=2), nn.GELU(),
+            )
+
+    def forward(self, waveform: torch.Tensor, frame_mask: torch.Tensor, sample_lengths: torch.Tensor | None) -> torch.Tensor:
+        cfg = self.config
+        mel = self.mel(waveform)  # frame m centred at m · hop / sr (center=True)
+        lengths = None if sample_lengths is None else sample_lengths // cfg.mel_hop_length + 1
+        if cfg.mel_normalization == "utterance":
+            mel = normalize_log_mel(mel, lengths)
+        if self.front is not None:
+            mel = self.front(mel.transpose(1, 2)).transpose(1, 2)
+        return resample_to_frames(mel, frame_mask.shape[1], cfg.fps, cfg.sampling_rate / cfg.mel_hop_length, 0.0, lengths)
+
+
 class Wav2Vec2Stream(nn.Module):
     """A wav2vec2 encoder whose conv feature encoder is frozen (§3.1, §3.3), split in two steps so the
     frozen conv features can be computed once and shared by both streams when their weights agree."""
@@ -227,12 +266,15 @@ class DualStreamEmotionExtractor(nn.Module):
     def __init__(self, config: PESTalkConfig) -> None:
         super().__init__()
         self.config = config
-        self.temporal = Wav2Vec2Stream(
-            config.emotion_encoder_config, config.interpolate_before_transformer, config.fps, config.freeze_feature_encoder
-        )
-        proj_in = self.temporal.hidden_size
+        self.temporal = None
+        proj_in = 0
+        if config.use_temporal_stream:
+            self.temporal = Wav2Vec2Stream(
+                config.emotion_encoder_config, config.interpolate_before_transformer, config.fps, config.freeze_feature_encoder
+            )
+            proj_in = self.temporal.hidden_size
         if config.use_frequency_stream:
-            self.mel = LogMelSpectrogram(config)
+            self.mel = MelFrames(config)
             self.freq_in = nn.Sequential(nn.LayerNorm(config.num_mel_bins), nn.Linear(config.num_mel_bins, config.freq_hidden_size))
             self.freq_blocks = nn.ModuleList(
                 KANConformerBlock(
@@ -254,11 +296,7 @@ class DualStreamEmotionExtractor(nn.Module):
         self, waveform: torch.Tensor, frame_mask: torch.Tensor, sample_lengths: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``(B, N)`` → E_f ``(B, T, freq_hidden_size)``."""
-        mel = self.mel(waveform)  # frame m centred at m · hop / sr (center=True)
-        hop = self.config.mel_hop_length
-        lengths = None if sample_lengths is None else sample_lengths // hop + 1
-        mel = resample_to_frames(mel, frame_mask.shape[1], self.config.fps, self.config.sampling_rate / hop, 0.0, lengths)
-        h = self.freq_in(mel)
+        h = self.freq_in(self.mel(waveform, frame_mask, sample_lengths))
         for block in self.freq_blocks:
             h = block(h, frame_mask)
         return h
@@ -266,12 +304,14 @@ class DualStreamEmotionExtractor(nn.Module):
     def forward(
         self,
         waveform: torch.Tensor,
-        conv_features: torch.Tensor,
+        conv_features: torch.Tensor | None,
         frame_mask: torch.Tensor,
         sample_lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Returns E ``(B, T, F)``."""
-        parts = [self.temporal.transformer(conv_features, frame_mask, sample_lengths)]
+        """Returns E ``(B, T, F)``. ``conv_features``: the temporal stream's conv features (None without it)."""
+        parts = []
+        if self.temporal is not None:
+            parts.append(self.temporal.transformer(conv_features, frame_mask, sample_lengths))
         if self.config.use_frequency_stream:
             parts.append(self.frequency_stream(waveform, frame_mask, sample_lengths))
         return self.proj(torch.cat(parts, dim=-1))
@@ -291,6 +331,30 @@ class ContentEncoder(nn.Module):
         self, conv_features: torch.Tensor, frame_mask: torch.Tensor, sample_lengths: torch.Tensor | None = None
     ) -> torch.Tensor:
         return self.proj(self.stream.transformer(conv_features, frame_mask, sample_lengths))
+
+
+class MelContentEncoder(nn.Module):
+    """Φ_C for models trained from scratch (``content_encoder_type="mel"``): log-mel → 1-D conv front end
+    at 100 Hz → 30 fps → KAN-Conformer blocks → projection. ``(B, N)`` → C ``(B, T, F)``."""
+
+    def __init__(self, config: PESTalkConfig) -> None:
+        super().__init__()
+        h = config.content_hidden_size
+        self.frames = MelFrames(config, front_channels=h)
+        self.blocks = nn.ModuleList(
+            KANConformerBlock(h, config.content_num_heads, config.freq_conv_kernel_size, config.kan_ffn_expansion,
+                              config.kan_grid_size, config.kan_spline_order, config.dropout)
+            for _ in range(config.content_num_blocks)
+        )
+        self.proj = nn.Linear(h, config.feature_size)
+
+    def forward(
+        self, waveform: torch.Tensor, frame_mask: torch.Tensor, sample_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        h = self.frames(waveform, frame_mask, sample_lengths)
+        for block in self.blocks:
+            h = block(h, frame_mask)
+        return self.proj(h)
 
 
 # ----------------------------------------------------------------------------------------- ESMM
@@ -580,7 +644,7 @@ class PESTalkModel(PESTalkPreTrainedModel):
     def __init__(self, config: PESTalkConfig) -> None:
         super().__init__(config)
         self.emotion_extractor = DualStreamEmotionExtractor(config)
-        self.content_encoder = ContentEncoder(config)
+        self.content_encoder = MelContentEncoder(config) if config.content_encoder_type == "mel" else ContentEncoder(config)
         self.style_library = EmotionalStyleLibrary(
             config.num_style_speakers, config.num_emotions, config.voiceprint_dim, config.feature_size
         )
@@ -667,8 +731,8 @@ class PESTalkModel(PESTalkPreTrainedModel):
     def _feature_encoders_identical(self) -> bool:
         """Both conv feature encoders are frozen; when their weights are equal (e.g. both fine-tuned from
         the same wav2vec2 with the conv encoder frozen) the conv features are computed once."""
-        if not self.config.freeze_feature_encoder:
-            return False  # trainable convs must each see their own gradient
+        if not self.config.freeze_feature_encoder or not self._uses_wav2vec2_content or self.emotion_extractor.temporal is None:
+            return False  # trainable convs must each see their own gradient; mel streams have no convs
         a = list(self.content_encoder.stream.wav2vec2.feature_extractor.parameters())
         b = list(self.emotion_extractor.temporal.wav2vec2.feature_extractor.parameters())
         if any(p.is_inference() for p in a + b):
@@ -685,15 +749,21 @@ class PESTalkModel(PESTalkPreTrainedModel):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run Φ_E and Φ_C. ``(B, N)``, ``(B, T)``, ``(B, N)`` → E ``(B, T, F)``, C ``(B, T, F)``."""
         lengths = None if attention_mask is None else attention_mask.long().sum(-1)
-        content_conv = self.content_encoder.stream.conv_features(input_values)
-        emotion_conv = (
-            content_conv
-            if self._feature_encoders_identical()
-            else self.emotion_extractor.temporal.conv_features(input_values)
-        )
+        content_conv = self.content_encoder.stream.conv_features(input_values) if self._uses_wav2vec2_content else None
+        temporal = self.emotion_extractor.temporal
+        emotion_conv = None
+        if temporal is not None:
+            emotion_conv = content_conv if self._feature_encoders_identical() else temporal.conv_features(input_values)
         emotion = self.emotion_extractor(input_values, emotion_conv, frame_mask, lengths)
-        content = self.content_encoder(content_conv, frame_mask, lengths)
+        if self._uses_wav2vec2_content:
+            content = self.content_encoder(content_conv, frame_mask, lengths)
+        else:
+            content = self.content_encoder(input_values, frame_mask, lengths)
         return emotion, content
+
+    @property
+    def _uses_wav2vec2_content(self) -> bool:
+        return self.config.content_encoder_type == "wav2vec2"
 
     def _neutral_index(self) -> int | None:
         return self.config.emotions.index("neutral") if "neutral" in self.config.emotions else None
@@ -745,6 +815,7 @@ class PESTalkModel(PESTalkPreTrainedModel):
             if force_emotion is not None or force_speaker is not None:
                 raise ValueError("the style library is empty: forced emotion/speaker styles are unavailable")
             return query, no_index, torch.ones(b, device=device)
+        force_emotion, intensity = self._inference_style_policy(emotion_logits, force_emotion, intensity)
         style, index, sim = library.retrieve(
             query, force_emotion, force_speaker, top_k or self.config.style_retrieval_top_k,
             self.config.style_retrieval_temperature,
@@ -753,6 +824,26 @@ class PESTalkModel(PESTalkPreTrainedModel):
             neutral = library.neutral_style(index // c, self._neutral_index())
             style = neutral + intensity.to(style.dtype)[:, None] * (style - neutral)
         return style, index, sim
+
+    def _inference_style_policy(
+        self, emotion_logits: torch.Tensor, force_emotion: torch.Tensor | None, intensity: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Retrieval overrides from the classifier (``style_emotion_from_classifier``,
+        ``style_confidence_full``); an emotion the caller forced is kept at the caller's intensity."""
+        cfg = self.config
+        if not cfg.style_emotion_from_classifier and cfg.style_confidence_full is None:
+            return force_emotion, intensity
+        probs = emotion_logits.float().softmax(-1)
+        confidence, predicted = probs.max(-1)
+        forced = torch.zeros_like(predicted, dtype=torch.bool) if force_emotion is None else force_emotion.to(predicted.device) >= 0
+        if cfg.style_emotion_from_classifier:
+            force_emotion = predicted if force_emotion is None else torch.where(forced, force_emotion.to(predicted.device), predicted)
+        if cfg.style_confidence_full is not None:
+            chance = 1.0 / probs.shape[-1]
+            scale = ((confidence - chance) / (cfg.style_confidence_full - chance)).clamp(0.0, 1.0)
+            scale = torch.where(forced, torch.ones_like(scale), scale)
+            intensity = scale if intensity is None else intensity.to(scale.dtype) * scale
+        return force_emotion, intensity
 
     def decode(
         self, emotion: torch.Tensor, content: torch.Tensor, style: torch.Tensor, frame_mask: torch.Tensor, offset: int = 0
@@ -844,7 +935,10 @@ class PESTalkModel(PESTalkPreTrainedModel):
             out.loss_motion = motion_loss(blendshapes, labels.to(blendshapes.dtype), mask)
             total = total + cfg.loss_weight_position * out.loss_position + cfg.loss_weight_motion * out.loss_motion
         if emotion_labels is not None:
-            out.loss_classification = F.cross_entropy(emotion_logits.float(), emotion_labels.long())
+            class_weights = None
+            if cfg.emotion_class_weights is not None:
+                class_weights = torch.tensor(cfg.emotion_class_weights, device=emotion_logits.device)
+            out.loss_classification = F.cross_entropy(emotion_logits.float(), emotion_labels.long(), weight=class_weights)
             total = total + cfg.loss_weight_classification * out.loss_classification
         if pair_input_values is not None:
             self._validate_inputs(pair_input_values, pair_attention_mask, None)

@@ -198,12 +198,20 @@ def build_model(cfg: TrainingConfig) -> PESTalkModel:
         model = PESTalkModel.from_pretrained(cfg.base_model, **switches)
     else:
         model = PESTalkModel(PESTalkConfig(**{**cfg.model, **switches}))
-        if cfg.share_conv_features:
+        if cfg.share_conv_features and _wav2vec2_streams(model) and len(_wav2vec2_streams(model)) == 2:
             content = model.content_encoder.stream.wav2vec2.feature_extractor
             emotion = model.emotion_extractor.temporal.wav2vec2.feature_extractor
             if [p.shape for p in content.parameters()] == [p.shape for p in emotion.parameters()]:
                 emotion.load_state_dict(content.state_dict())
     return model
+
+
+def _wav2vec2_streams(model: PESTalkModel) -> list[Any]:
+    """The model's wav2vec2 streams (content first): none for an all-mel model."""
+    streams = [model.content_encoder.stream] if model.config.content_encoder_type == "wav2vec2" else []
+    if model.emotion_extractor.temporal is not None:
+        streams.append(model.emotion_extractor.temporal)
+    return streams
 
 
 def apply_lora(model: PESTalkModel, lora: dict[str, Any]) -> None:
@@ -213,13 +221,17 @@ def apply_lora(model: PESTalkModel, lora: dict[str, Any]) -> None:
 
     opts = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
     opts.update({("lora_alpha" if k == "alpha" else "lora_dropout" if k == "dropout" else k): v for k, v in lora.items()})
-    for stream in (model.content_encoder.stream, model.emotion_extractor.temporal):
+    streams = _wav2vec2_streams(model)
+    if not streams:
+        raise ValueError("lora: this model has no wav2vec2 encoder to adapt (content_encoder_type='mel' "
+                         "and use_temporal_stream=false)")
+    for stream in streams:
         stream.wav2vec2 = get_peft_model(stream.wav2vec2, LoraConfig(**opts))
 
 
 def merge_lora(model: PESTalkModel) -> None:
     """Fold LoRA adapters into the wav2vec2 weights so the saved model is a plain PESTalkModel."""
-    for stream in (model.content_encoder.stream, model.emotion_extractor.temporal):
+    for stream in _wav2vec2_streams(model):
         if hasattr(stream.wav2vec2, "merge_and_unload"):
             stream.wav2vec2 = stream.wav2vec2.merge_and_unload()
 

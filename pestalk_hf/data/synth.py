@@ -496,6 +496,36 @@ def viseme_curves(phones: Sequence[Phone], num_frames: int, fps: int = FPS, supe
     return out
 
 
+def close_lips_on_bilabials(curves: np.ndarray, phones: Sequence[Phone], fps: int = FPS,
+                            max_jaw: float = 0.08) -> np.ndarray:
+    """Make /p b m/ (and other PP visemes) close the lips, as every real face does.
+
+    The dominance blend of :func:`viseme_curves` lets open neighbours leak into a short closure (jawOpen
+    ≈ 0.3 on the /p/ of "Lappen"). On the frames whose centre lies inside a bilabial phone the jaw is
+    limited to ``max_jaw`` above its value at rest and ``mouthClose`` follows the jaw (in ARKit the lips
+    touch when mouthClose ≈ jawOpen); one frame either side is blended halfway. Returns a new array.
+    """
+    out = np.array(curves, dtype=np.float32, copy=True)
+    jaw, close = _IDX["jawOpen"], _IDX["mouthClose"]
+    weight = np.zeros(len(out), np.float32)
+    centres = (np.arange(len(out)) + 0.5) / fps
+    for ph in phones:
+        if "PP" not in phone_visemes(ph.name):
+            continue
+        inside = (centres >= ph.start) & (centres < ph.end)
+        if not inside.any():  # a closure shorter than a frame still closes the nearest frame
+            inside[min(int((ph.start + ph.end) / 2 * fps), len(out) - 1)] = True
+        near = np.convolve(inside.astype(np.float32), [0.5, 1.0, 0.5], mode="same")
+        weight = np.maximum(weight, np.minimum(near, 1.0))
+    if not weight.any():
+        return out
+    base = out[:, jaw].min() if len(out) else 0.0
+    closed_jaw = np.minimum(out[:, jaw], base + max_jaw)
+    out[:, jaw] = (1 - weight) * out[:, jaw] + weight * closed_jaw
+    out[:, close] = np.maximum(out[:, close], weight * out[:, jaw])
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # One clip
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,195 @@
+"""Augmentation (issue 14 point 4) and the real-speech training mix (points 2–3, 5)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from pestalk_hf.data.augment import (
+    AugmentConfig,
+    add_noise,
+    add_reverb,
+    apply_gain,
+    augment_clip,
+    lossy_codec,
+    speed_perturb,
+    synthetic_room_impulse,
+    telephone,
+)
+from pestalk_hf.data.real_mix import emodb_labels, parse_lablaut, rest_pose_from_labels, sampa_to_ipa
+from pestalk_hf.data.schema import ARKIT_BLENDSHAPE_NAMES, SAMPLING_RATE, num_frames_for
+
+SR = SAMPLING_RATE
+JAW = ARKIT_BLENDSHAPE_NAMES.index("jawOpen")
+
+
+def _tone(seconds: float = 1.0, hz: float = 220.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def _band_energy(x: np.ndarray, lo: float, hi: float) -> float:
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(len(x), 1 / SR)
+    return float(spec[(f >= lo) & (f < hi)].sum())
+
+
+@pytest.mark.parametrize("snr", [5.0, 20.0])
+def test_noise_is_added_at_the_requested_snr(snr):
+    rng = np.random.default_rng(0)
+    x = _tone()
+    y = add_noise(x, snr, rng)
+    measured = 10 * np.log10(np.mean(x.astype(np.float64) ** 2) / np.mean((y - x).astype(np.float64) ** 2))
+    assert abs(measured - snr) < 0.5
+
+
+def test_reverb_decays_at_the_requested_rt60():
+    rng = np.random.default_rng(0)
+    rir = synthetic_room_impulse(0.5, rng)
+    assert rir[0] == 1.0 and len(rir) == SR // 2
+    energy = np.cumsum((rir[1:] ** 2)[::-1])[::-1]  # Schroeder integral of the tail
+    edc = 10 * np.log10(energy / energy[0])
+    t = np.arange(len(edc)) / SR
+    slope = np.polyfit(t[(edc < -5) & (edc > -25)], edc[(edc < -5) & (edc > -25)], 1)[0]
+    assert -60 / 0.38 < slope < -60 / 0.65  # −60 dB per RT60 (±30 %)
+    y = add_reverb(_tone(), 0.5, rng)
+    assert y.shape == (SR,) and np.abs(y).max() <= 1.0 and not np.allclose(y, _tone())
+
+
+def test_telephone_removes_low_and_high_frequencies():
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(SR) * 0.1).astype(np.float32)
+    y = telephone(x)
+    assert y.shape == x.shape
+    assert _band_energy(y, 0, 150) < 0.05 * _band_energy(x, 0, 150)
+    assert _band_energy(y, 4500, 8000) < 0.01 * _band_energy(x, 4500, 8000)
+    assert _band_energy(y, 800, 2500) > 0.5 * _band_energy(x, 800, 2500)
+
+
+def test_mp3_round_trip_keeps_length_and_alignment():
+    x = _tone(1.0, 440.0)
+    y = lossy_codec(x, "mp3", 32000)
+    assert y.shape == x.shape
+    lag = np.argmax(np.correlate(y[2000:6000], x[2000:2100], "valid"))
+    assert np.corrcoef(y[2000:-2000], x[2000:-2000])[0, 1] > 0.9, f"misaligned by {lag}"
+
+
+def test_speed_perturbation_keeps_audio_and_labels_aligned():
+    x = np.zeros(SR * 2, np.float32)
+    x[SR:SR + 800] = 0.5  # a click at 1.0 s
+    labels = np.zeros((num_frames_for(len(x)), 52), np.float32)
+    labels[30, JAW] = 1.0  # the jaw opens on the frame of the click
+    y, lab = speed_perturb(x, labels, 1.25)
+    assert lab.shape == (num_frames_for(len(y)), 52)
+    click_t = np.argmax(np.abs(y)) / SR
+    jaw_t = (np.argmax(lab[:, JAW]) + 0.5) / 30
+    assert abs(click_t - 0.8) < 0.02 and abs(jaw_t - click_t) < 1.5 / 30
+
+
+def test_gain_clips_and_augment_chain_is_deterministic():
+    assert np.abs(apply_gain(_tone(), 20.0)).max() == pytest.approx(1.0)
+    x, labels = _tone(2.0), np.random.default_rng(0).random((60, 52)).astype(np.float32)
+    a = augment_clip(x, labels, np.random.default_rng(7))
+    b = augment_clip(x, labels, np.random.default_rng(7))
+    assert a[2] == b[2] and np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert a[1].shape == (num_frames_for(len(a[0])), 52)
+    always = AugmentConfig(p_speed=1.0, p_noise=1.0, p_reverb=1.0, p_telephone=1.0, p_codec=1.0)
+    _, _, steps = augment_clip(x, labels, np.random.default_rng(0), always)
+    assert [re.match(r"[a-z]+", s).group() for s in steps] == ["speed", "reverb", "telephone", "noise", "mp", "gain"]
+
+
+LABLAUT = """signal x
+nfields 1
+#
+    0.080000   -1 _t
+    0.120000   -1 !t	+asp
+    0.150000   -1 E6
+    0.250000   -1 m	+sil
+    0.300000   -1 	+hoe
+    0.350000   -1 a:
+    0.500000   -1 p
+    0.560000   -1 !p	+na
+    0.600000   -1 pasp
+    0.650000   -1 aI	+lar	3
+    0.900000   -1 .
+"""
+
+
+def test_lablaut_parser_merges_consonant_parts_and_stops_at_the_end():
+    phones = parse_lablaut(LABLAUT)
+    assert [p.name for p in phones] == ["t", "ɛɐ", "m", "a", "p", "aɪ"]
+    t, _, m, a, p, ai = phones
+    assert (t.start, t.end) == (0.08, 0.15) and (p.start, p.end) == (0.5, 0.65)
+    assert (m.start, m.end) == (0.25, 0.35)  # the marker-only line continues the /m/
+    assert ai.end == 0.9
+    cut = parse_lablaut(LABLAUT, end_time=0.55)
+    assert [p.name for p in cut] == ["t", "ɛɐ", "m", "a", "p"] and cut[-1].end == 0.55
+    assert sampa_to_ipa("+hoe") is None and sampa_to_ipa("S") == "ʃ" and sampa_to_ipa("kasp") == "k"
+
+
+def test_built_emodb_labels_close_the_lips_on_bilabials_and_rest_in_silence():
+    rest = np.zeros(52, np.float32)
+    rest[JAW] = 0.05
+    wav = np.zeros(3 * SR // 2, np.float32)
+    labels = emodb_labels(parse_lablaut(LABLAUT), wav, "happy", rest, np.random.default_rng(0))
+    assert labels.shape == (45, 52) and labels.min() >= 0 and labels.max() <= 1
+    jaw = labels[:, JAW]
+    p_frame = int(0.575 * 30)  # the centre of /p/
+    assert jaw[int(0.4 * 30)] > jaw[p_frame] + 0.1  # /a:/ open, /p/ nearly closed
+    close = labels[:, ARKIT_BLENDSHAPE_NAMES.index("mouthClose")]
+    assert jaw[p_frame] <= 0.15 and close[p_frame] >= jaw[p_frame] - 1e-6  # lips touch
+    assert abs(jaw[-1] - 0.05) < 0.02  # rest pose after the speech
+    smile = labels[:, ARKIT_BLENDSHAPE_NAMES.index("mouthSmileLeft")]
+    assert smile.mean() > 0.2  # the happy prototype is on
+    assert np.all(labels[:, ARKIT_BLENDSHAPE_NAMES.index("tongueOut")] == 0)
+
+
+def test_rest_pose_is_measured_on_quiet_frames_only():
+    wav = np.concatenate([np.zeros(SR // 2, np.float32), _tone(0.5)])
+    labels = np.zeros((30, 52), np.float32)
+    labels[:15, JAW] = 0.02  # silent half
+    labels[15:, JAW] = 0.6  # speaking half
+    rest = rest_pose_from_labels([(wav, labels)])
+    assert rest[JAW] == pytest.approx(0.02, abs=1e-6)
+
+
+def test_real_mix_from_a_tiny_grid_dataset_and_real_emodb(tmp_path, assets):
+    """Build the mix from a two-clip 3D-EmoStyle folder and the real EmoDB folder; read it back."""
+    from pestalk_hf.data.loading import load_clips
+    from pestalk_hf.data.real_mix import RealMixConfig, build_real_mix
+    from pestalk_hf.data.schema import make_row, write_parquet_shard
+
+    rng = np.random.default_rng(0)
+    grid = tmp_path / "grid"
+    rows = []
+    for i in range(2):
+        wav = np.concatenate([np.zeros(SR // 2, np.float32), _tone(1.0, 150 + 50 * i)])
+        lab = np.zeros((num_frames_for(len(wav)), 52), np.float32)
+        lab[:, JAW] = np.where(np.arange(len(lab)) < 15, 0.03, 0.3)
+        rows.append(make_row(id=f"g{i}", waveform=wav, blendshapes=lab, speaker="s1", emotion="neutral", source="grid"))
+    write_parquet_shard(rows, grid / "data" / "train-00000.parquet")
+    write_parquet_shard(rows[:1], grid / "data" / "test-00000.parquet")
+    # a small EmoDB: the real labels.csv restricted to 4 clips (two speakers, one of them held out)
+    emodb = assets / "speech" / "emodb"
+    lines = (emodb / "labels.csv").read_text(encoding="utf-8").splitlines()
+    header, body = lines[0], [ln for ln in lines[1:] if ln.startswith(("03a01", "09a01"))][:4]
+    small = tmp_path / "emodb"
+    small.mkdir()
+    (small / "labels.csv").write_text("\n".join([header] + body) + "\n", encoding="utf-8")
+    for ln in body:
+        name = ln.split(",")[0]
+        (small / name).symlink_to(emodb / name)
+        (small / name.replace(".wav", ".lablaut")).symlink_to(emodb / name.replace(".wav", ".lablaut"))
+    summary = build_real_mix(RealMixConfig(grid_dataset=str(grid), emodb_folder=str(small), emodb_holdout=("09",),
+                                           grid_copies=1, emodb_copies=1), tmp_path / "mix", progress=False)
+    assert summary["rest_pose"]["jawOpen"] == pytest.approx(0.03, abs=1e-3)
+    train = list(load_clips(tmp_path / "mix", split="train"))
+    test = list(load_clips(tmp_path / "mix", split="test"))
+    assert sum(r["source"] == "grid_s1" for r in train) == 2 and sum(r["source"].startswith("grid_s1_aug") for r in train) == 2
+    assert {r["speaker"] for r in test} >= {"emodb09"} and all(r["speaker"] != "emodb09" for r in train)
+    for r in train + test:
+        assert r["blendshapes"].shape == (num_frames_for(len(r["waveform"])), 52)
+    boredom = sum(",boredom," in ln for ln in body)
+    assert summary["skipped_boredom"] == boredom
