@@ -115,6 +115,7 @@ class PESTalkConfig(PretrainedConfig):
             log-mel → 1-D conv → KAN-Conformer content stream for models trained from scratch, where a
             wav2vec2 conv front end would start (and, frozen, stay) random on raw waveforms.
         content_hidden_size / content_num_blocks / content_num_heads: size of the ``"mel"`` content stream.
+        content_kan: KAN feed-forward modules in the ``"mel"`` content stream too (default: the Conformer's MLPs).
         use_temporal_stream: the wav2vec2 temporal stream Φ_E^t of the emotion extractor; ``False`` leaves the
             frequency stream alone (with ``content_encoder_type="mel"`` the model has no wav2vec2 at all).
         mel_normalization: ``"utterance"`` subtracts each clip's mean log-mel per bin (over its valid frames)
@@ -178,6 +179,7 @@ class PESTalkConfig(PretrainedConfig):
         content_hidden_size: int = 128,
         content_num_blocks: int = 2,
         content_num_heads: int = 4,
+        content_kan: bool = False,
         use_temporal_stream: bool = True,
         mel_normalization: str = "none",
         emotion_class_weights: list[float] | None = None,
@@ -231,6 +233,7 @@ class PESTalkConfig(PretrainedConfig):
         self.content_hidden_size = content_hidden_size
         self.content_num_blocks = content_num_blocks
         self.content_num_heads = content_num_heads
+        self.content_kan = content_kan
         self.use_temporal_stream = use_temporal_stream
         self.mel_normalization = mel_normalization
         self.emotion_class_weights = None if emotion_class_weights is None else [float(w) for w in emotion_class_weights]

@@ -104,6 +104,22 @@ class KANFeedForward(nn.Module):
         return self.dropout(self.kan2(torch.tanh(self.kan1(self.norm(x)))))
 
 
+class FeedForward(nn.Module):
+    """The standard Conformer feed-forward module (LayerNorm → Linear → SiLU → Linear): the MLP that
+    :class:`KANFeedForward` replaces, for streams the paper does not make KAN (the content stream)."""
+
+    def __init__(self, d_model: int, expansion: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.linear1 = nn.Linear(d_model, d_model * expansion)
+        self.linear2 = nn.Linear(d_model * expansion, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, d)`` → ``(B, T, d)``."""
+        return self.dropout(self.linear2(self.dropout(F.silu(self.linear1(self.norm(x))))))
+
+
 class ConformerConvModule(nn.Module):
     """Pointwise conv → GLU → depthwise conv → LayerNorm → SiLU → pointwise conv.
 
@@ -133,7 +149,8 @@ class ConformerConvModule(nn.Module):
 
 
 class KANConformerBlock(nn.Module):
-    """Conformer block (½FFN, MHSA, conv module, ½FFN, LayerNorm) with KAN feed-forward modules."""
+    """Conformer block (½FFN, MHSA, conv module, ½FFN, LayerNorm) with KAN feed-forward modules
+    (``kan=False``: the standard MLP feed-forward modules of the original Conformer, ×4 expansion)."""
 
     def __init__(
         self,
@@ -144,14 +161,21 @@ class KANConformerBlock(nn.Module):
         grid_size: int,
         spline_order: int,
         dropout: float,
+        kan: bool = True,
     ) -> None:
         super().__init__()
-        self.ffn1 = KANFeedForward(d_model, kan_expansion, grid_size, spline_order, dropout)
+
+        def ffn() -> nn.Module:
+            if kan:
+                return KANFeedForward(d_model, kan_expansion, grid_size, spline_order, dropout)
+            return FeedForward(d_model, 4, dropout)
+
+        self.ffn1 = ffn()
         self.attn_norm = nn.LayerNorm(d_model)
         self.attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
         self.attn_dropout = nn.Dropout(dropout)
         self.conv = ConformerConvModule(d_model, kernel_size, dropout)
-        self.ffn2 = KANFeedForward(d_model, kan_expansion, grid_size, spline_order, dropout)
+        self.ffn2 = ffn()
         self.final_norm = nn.LayerNorm(d_model)
 
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:

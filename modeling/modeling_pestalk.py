@@ -335,7 +335,8 @@ class ContentEncoder(nn.Module):
 
 class MelContentEncoder(nn.Module):
     """Φ_C for models trained from scratch (``content_encoder_type="mel"``): log-mel → 1-D conv front end
-    at 100 Hz → 30 fps → KAN-Conformer blocks → projection. ``(B, N)`` → C ``(B, T, F)``."""
+    at 100 Hz → 30 fps → Conformer blocks (MLP feed-forward unless ``content_kan``: the paper makes only
+    the frequency stream KAN, and KAN layers cost ~10× an MLP on a CPU) → projection. ``(B, N)`` → C ``(B, T, F)``."""
 
     def __init__(self, config: PESTalkConfig) -> None:
         super().__init__()
@@ -343,7 +344,7 @@ class MelContentEncoder(nn.Module):
         self.frames = MelFrames(config, front_channels=h)
         self.blocks = nn.ModuleList(
             KANConformerBlock(h, config.content_num_heads, config.freq_conv_kernel_size, config.kan_ffn_expansion,
-                              config.kan_grid_size, config.kan_spline_order, config.dropout)
+                              config.kan_grid_size, config.kan_spline_order, config.dropout, kan=config.content_kan)
             for _ in range(config.content_num_blocks)
         )
         self.proj = nn.Linear(h, config.feature_size)

@@ -105,6 +105,7 @@ class TrainingConfig:
     rebuild_library: bool = True
     library_memory: int | None = 4
     num_threads: int | None = None
+    balance_emotion_classes: bool = False
     eval_splits: list[str] = field(default_factory=list)
     eval_max_clips: int | None = None
     time_budget_minutes: float | None = None
@@ -269,12 +270,14 @@ def prepare_data_stats(cfg: TrainingConfig, cache: VoiceprintCache, path: Path |
     if path is not None and path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
     speakers: set[str] = set()
+    emotion_counts: dict[int, int] = {}
     pose_sum = np.zeros(52, np.float64)
     frames = clips = 0
     seconds = 0.0
     for ex in load_clips(cfg.dataset, split=cfg.train_split, streaming=True):
         cache(ex)
         speakers.add(str(ex["speaker"]))
+        emotion_counts[int(ex["emotion"])] = emotion_counts.get(int(ex["emotion"]), 0) + 1
         labels = np.asarray(ex["blendshapes"], np.float64)
         pose_sum += labels.sum(0)
         frames += labels.shape[0]
@@ -283,10 +286,24 @@ def prepare_data_stats(cfg: TrainingConfig, cache: VoiceprintCache, path: Path |
     if clips == 0:
         raise ValueError(f"split {cfg.train_split!r} of {cfg.dataset} has no clips")
     stats = {"speakers": sorted(speakers), "mean_pose": (pose_sum / frames).tolist(), "num_clips": clips,
-             "num_frames": frames, "seconds": seconds}
+             "num_frames": frames, "seconds": seconds,
+             "emotion_counts": {str(k): v for k, v in sorted(emotion_counts.items())}}
     if path is not None:
         path.write_text(json.dumps(stats, indent=1), encoding="utf-8")
     return stats
+
+
+def balanced_class_weights(stats: dict[str, Any], num_emotions: int) -> list[float]:
+    """L_cls weights ``n / (k · n_c)`` for the k classes present (1 for absent ones): every present class
+    then counts as much in the loss however many clips it has (GRID's 1000 neutral clips against
+    EmoDB's ~50 per emotion would otherwise teach "always neutral")."""
+    counts = stats.get("emotion_counts")
+    if not counts:
+        raise ValueError("balance_emotion_classes needs emotion counts in the data statistics; delete the run's "
+                         f"{DATA_STATS} (written by an older version) and restart")
+    present = {int(k): int(v) for k, v in counts.items() if int(v) > 0}
+    total = sum(present.values())
+    return [total / (len(present) * present[c]) if c in present else 1.0 for c in range(num_emotions)]
 
 
 def attach_partners(examples: Iterable[dict[str, Any]], partner_of: dict[str, str],
@@ -450,6 +467,8 @@ def train(cfg: TrainingConfig, resume: bool | str | Path = False, progress: bool
         raise ValueError(f"model voiceprint_dim={model.config.voiceprint_dim} but backend "
                          f"{cfg.voiceprint_backend!r} gives {backend.dim}-d voiceprints")
     model.resize_style_library(speakers)
+    if cfg.balance_emotion_classes:
+        model.config.emotion_class_weights = balanced_class_weights(stats, model.config.num_emotions)
     if cfg.lora:
         apply_lora(model, cfg.lora)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -129,3 +129,24 @@ def test_config_refuses_an_extractor_without_streams():
         PESTalkConfig(**tiny_config_kwargs(use_temporal_stream=False, use_frequency_stream=False))
     with pytest.raises(ValueError, match="content_encoder_type"):
         PESTalkConfig(**tiny_config_kwargs(content_encoder_type="hubert"))
+
+
+def test_balanced_class_weights_make_every_present_class_count_equally():
+    from pestalk_hf.training import balanced_class_weights
+
+    weights = balanced_class_weights({"emotion_counts": {"0": 900, "1": 50, "3": 50}}, 4)
+    counts = {0: 900, 1: 50, 3: 50}
+    assert weights[2] == 1.0  # absent class
+    contributions = [weights[c] * n for c, n in counts.items()]
+    assert max(contributions) == pytest.approx(min(contributions))
+    assert sum(contributions) == pytest.approx(sum(counts.values()))  # the mean weight per clip stays 1
+    with pytest.raises(ValueError, match="emotion counts"):
+        balanced_class_weights({}, 4)
+
+
+def test_mel_content_stream_can_use_kan_or_mlp_feed_forward():
+    from pestalk_hf.modeling.kan import FeedForward, KANFeedForward
+
+    assert isinstance(make_mel_model().content_encoder.blocks[0].ffn1, FeedForward)
+    assert isinstance(make_mel_model(content_kan=True).content_encoder.blocks[0].ffn1, KANFeedForward)
+    assert isinstance(make_mel_model().emotion_extractor.freq_blocks[0].ffn1, KANFeedForward)  # Φ_E^f stays KAN

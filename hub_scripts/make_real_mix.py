@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+"""Build the real-speech training mix of the default model (GRID s1 faces + EmoDB emotions).
+
+    python hub_scripts/build_3d_emostyle.py ../shared/assets/video/grid_s1 -o /tmp/grid_s1_ds \
+        --landmarker ../shared/assets/mediapipe/face_landmarker.task
+    python hub_scripts/make_real_mix.py --grid-dataset /tmp/grid_s1_ds \
+        --emodb ../shared/assets/speech/emodb -o /tmp/real_mix
+
+The logic lives in :mod:`pestalk_hf.data.real_mix`. Exit codes: 0 = written; 2 = bad arguments or inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--grid-dataset", required=True, help="3D-EmoStyle folder built from video/grid_s1")
+    p.add_argument("--emodb", default=None, help="EmoDB folder (labels.csv, *.wav, *.lablaut)")
+    p.add_argument("--emodb-holdout", default="03,16", help="EmoDB speaker ids kept for evaluation only")
+    p.add_argument("--grid-copies", type=int, default=1, help="augmented copies per GRID train clip")
+    p.add_argument("--emodb-copies", type=int, default=3, help="augmented copies per EmoDB train clip")
+    p.add_argument("--emotion-scale", type=float, default=0.6, help="strength of the emotion prototypes on EmoDB")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", "-o", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pestalk_hf.data.real_mix import RealMixConfig, build_real_mix
+
+    config = RealMixConfig(grid_dataset=args.grid_dataset, emodb_folder=args.emodb,
+                           emodb_holdout=tuple(s.strip() for s in args.emodb_holdout.split(",") if s.strip()),
+                           grid_copies=args.grid_copies, emodb_copies=args.emodb_copies,
+                           emotion_scale=args.emotion_scale, seed=args.seed)
+    try:
+        summary = build_real_mix(config, args.output)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"make_real_mix: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({"counts": summary["counts"], "skipped_boredom": summary["skipped_boredom"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
