@@ -7,7 +7,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TOOLS  := .tools
-AUDIO  ?=
+# the demo animates a real human recording (public domain, LJ Speech; see pestalk_hf/assets/README.md)
+AUDIO  ?= pestalk_hf/assets/demo_ljspeech_LJ001-0107.wav
+SAY    ?=
 OUT    ?= out
 export HF_HUB_OFFLINE := 1
 export PYANNOTE_METRICS_ENABLED := false
@@ -32,9 +34,9 @@ $(TOOLS)/node_modules/gltf-validator/package.json:
 	npm install --silent --no-audit --no-fund --prefix $(TOOLS) gltf-validator@2.0.0-dev.3.10
 
 demo: setup
-	@if [ -z "$(AUDIO)" ]; then \
-		$(VENV)/bin/pestalk say "Hello! I am so happy to see you again." -o $(OUT)/hello.wav && \
-		$(VENV)/bin/pestalk animate $(OUT)/hello.wav -o $(OUT) --format all; \
+	@if [ -n "$(SAY)" ]; then \
+		$(VENV)/bin/pestalk say "$(SAY)" -o $(OUT)/say.wav && \
+		$(VENV)/bin/pestalk animate $(OUT)/say.wav -o $(OUT) --format all; \
 	else \
 		$(VENV)/bin/pestalk animate $(AUDIO) -o $(OUT) --format all; \
 	fi
