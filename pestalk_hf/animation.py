@@ -9,6 +9,7 @@ emotion, similarity) and the input audio (16 kHz mono) so the MP4 has sound. Wri
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,11 +168,20 @@ class BlendshapeAnimation:
 
     def save(self, out_dir: str | Path, stem: str = "animation", formats: Sequence[str] = ALL_FORMATS,
              avatar: Avatar | None = None) -> dict[str, Path]:
-        """Write several formats as ``out_dir/stem.<ext>``; returns ``{format: path}``."""
+        """Write several formats as ``out_dir/stem.<ext>``; returns ``{format: path}``.
+
+        ``stem`` is a file name without extension: it may not contain a path separator, be ``.``/``..``
+        or empty, so every file lands inside ``out_dir``.
+        """
+        check_stem(stem)
+        if isinstance(formats, str):
+            formats = (formats,)
         unknown = [f for f in formats if f not in ALL_FORMATS]
         if unknown:
             raise ValueError(f"save: unknown formats {unknown}; choose from {ALL_FORMATS}")
         out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"save: the output path {out} exists and is not a folder")
         out.mkdir(parents=True, exist_ok=True)
         writers = {
             "csv": lambda p: self.to_livelink_csv(p),
@@ -231,6 +241,16 @@ class BlendshapeAnimation:
             "emotion_probabilities": self.emotion_probabilities,
             "style": self.style,
         }
+
+
+def check_stem(stem: Any) -> str:
+    """A file stem for :meth:`BlendshapeAnimation.save`: a plain name, never a path."""
+    if not isinstance(stem, str):
+        raise TypeError(f"save: stem must be a string, got {type(stem).__name__}")
+    seps = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if not stem.strip() or stem in (".", "..") or any(sep in stem for sep in seps) or "\0" in stem:
+        raise ValueError(f"save: stem {stem!r} must be a plain file name (no path separators, not '.' or '..')")
+    return stem
 
 
 def _reorder(weights: np.ndarray, names: Sequence[str], source: str) -> np.ndarray:

@@ -13,11 +13,20 @@ Decoding uses libraries that ship their own codecs, never an external ``ffmpeg``
 
 Resampling uses soxr (high-quality polyphase, what librosa uses by default); channels are mixed to
 mono by averaging (not by FFmpeg's downmix matrix), so a 6-channel file counts every channel equally.
+
+Bounded memory for any file (issue 11): the sample rate, channel count and declared length are read
+from the container (libsndfile's header / PyAV's stream metadata) *before* any sample is decoded, and
+a file over ``max_seconds`` or :data:`MAX_DECODED_VALUES` is refused at once. Decoding then runs in
+blocks: each block is checked, mixed to mono and resampled to 16 kHz before the next one is read, so
+only the 16 kHz mono result is ever held whole, and decoding stops as soon as the limit is passed (for
+files whose header gives no length, or lies about it). A file that decodes to much less than its
+header declares (a cut-off download) is refused as truncated instead of animating a fragment.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +47,28 @@ silence: no voice can drive a face from them, and voiceprints of silence are mea
 
 MAX_CHANNELS = 16
 """Upper bound on the channel count of a 2-D array; used to tell the channel axis from the time axis."""
+
+MAX_FILE_CHANNELS = 64
+"""Files (or bytes) with more channels than this are refused before decoding."""
+
+MAX_SAMPLE_RATE = 768_000
+"""Files declaring a higher sampling rate than this (Hz) are refused before decoding."""
+
+MAX_DECODED_VALUES = 2**30
+"""Cap on samples × channels decoded from one file or byte string, whatever ``max_seconds`` says
+(about 3.1 h of 48 kHz stereo, 1 h of 48 kHz 5.1): it bounds the decoding time of a tiny, highly
+compressed upload that declares a huge rate × channel count."""
+
+MAX_DECODE_SECONDS = 4 * 3600.0
+"""Longest file decoded when ``max_seconds`` is None (the 16 kHz mono result is then ≤ 0.9 GB)."""
+
+TRUNCATION_RATIO = 0.9
+"""A file whose decodable audio is shorter than this fraction of the length its header declares
+(and more than :data:`TRUNCATION_MIN_SECONDS` short) is refused as truncated."""
+TRUNCATION_MIN_SECONDS = 0.25
+
+_BLOCK_VALUES = 1 << 20  # samples × channels per decoded block (4 MB of float32)
+_UNKNOWN_FRAMES = 1 << 62  # libsndfile reports SF_COUNT_MAX when a header gives no length
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, np.ndarray, Mapping, Any]
 
@@ -67,7 +98,9 @@ def load_audio(
               decoded audio) or ``{"bytes": ..., "path": ...}`` (datasets ``Audio(decode=False)``).
         sampling_rate: rate of raw samples (arrays/tensors). Ignored for encoded sources (files, bytes),
             whose header states the rate; the output is always :data:`SAMPLING_RATE`.
-        max_seconds: if given, reject clips longer than this (checked before resampling).
+        max_seconds: if given, reject clips longer than this. For files and bytes it is checked
+            against the container's declared length before decoding, and decoding stops once it is
+            passed; a positive number (``0`` or a negative value is a ``ValueError``, not "no limit").
 
     Returns:
         ``np.ndarray`` of shape ``(num_samples,)``, dtype float32, peak <= 1. Float input that
@@ -76,13 +109,30 @@ def load_audio(
     Raises:
         AudioError: undecodable/corrupt/empty input, no audio track, NaN/Inf samples, silence
             (peak < :data:`SILENCE_PEAK`), shorter than :data:`MIN_SAMPLES` after resampling,
-            longer than ``max_seconds``, unsupported dtype or number of dimensions.
+            longer than ``max_seconds``, more than :data:`MAX_DECODED_VALUES` samples × channels,
+            truncated (decodes to much less than its header declares), unsupported dtype or number
+            of dimensions.
         FileNotFoundError: ``source`` is a path that does not exist.
+        ValueError: ``max_seconds`` is not a positive number.
     """
-    if max_seconds is not None and not max_seconds > 0:
-        raise ValueError(f"max_seconds must be > 0, got {max_seconds!r}")
-    samples, rate = _read_source(source, sampling_rate)
+    max_seconds = check_max_seconds(max_seconds)
+    decoded = _read_source(source, sampling_rate, max_seconds)
+    if isinstance(decoded, _Mono):
+        return _finish_mono(decoded.samples, decoded.seconds)
+    samples, rate = decoded
     return _finish(samples, rate, max_seconds)
+
+
+def check_max_seconds(max_seconds: Any) -> float | None:
+    """``None`` (no limit) or a finite number > 0 → float; anything else → ``ValueError``/``TypeError``."""
+    if max_seconds is None:
+        return None
+    if isinstance(max_seconds, (bool, np.bool_)) or not isinstance(max_seconds, (int, float, np.integer, np.floating)):
+        raise TypeError(f"max_seconds must be a number of seconds, got {type(max_seconds).__name__} {max_seconds!r}")
+    value = float(max_seconds)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -90,14 +140,15 @@ def load_audio(
 # --------------------------------------------------------------------------------------------------
 
 
-def _read_source(source: AudioSource, sampling_rate: int | None) -> tuple[np.ndarray, int]:
-    """Return (float32 samples shaped (N, C), rate) for any supported source kind."""
+def _read_source(source: AudioSource, sampling_rate: int | None, max_seconds: float | None) -> _Mono | tuple[np.ndarray, int]:
+    """Encoded sources → :class:`_Mono` (decoded block by block to 16 kHz mono); raw samples →
+    (float32 samples shaped (N, C), rate)."""
     if isinstance(source, (str, os.PathLike)):
-        return _decode_file(Path(source))
+        return _decode_file(Path(source), max_seconds)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _decode_bytes(bytes(source), what="audio bytes")
+        return _decode_bytes(bytes(source), "audio bytes", max_seconds)
     if isinstance(source, Mapping):
-        return _read_mapping(source, sampling_rate)
+        return _read_mapping(source, sampling_rate, max_seconds)
     if isinstance(source, np.ndarray) or _is_torch_tensor(source):
         return _to_channels_last(_to_float32(_as_numpy(source))), _check_rate(sampling_rate)
     raise AudioError(
@@ -106,7 +157,7 @@ def _read_source(source: AudioSource, sampling_rate: int | None) -> tuple[np.nda
     )
 
 
-def _read_mapping(source: Mapping, sampling_rate: int | None) -> tuple[np.ndarray, int]:
+def _read_mapping(source: Mapping, sampling_rate: int | None, max_seconds: float | None) -> _Mono | tuple[np.ndarray, int]:
     for key in ("array", "raw"):
         if source.get(key) is not None:
             rate = source.get("sampling_rate", sampling_rate)
@@ -114,9 +165,9 @@ def _read_mapping(source: Mapping, sampling_rate: int | None) -> tuple[np.ndarra
                 raise AudioError(f"audio dict with {key!r} needs a 'sampling_rate' entry")
             return _to_channels_last(_to_float32(_as_numpy(source[key]))), _check_rate(rate)
     if source.get("bytes") is not None:
-        return _decode_bytes(bytes(source["bytes"]), what=f"audio bytes of {source.get('path')!r}")
+        return _decode_bytes(bytes(source["bytes"]), f"audio bytes of {source.get('path')!r}", max_seconds)
     if source.get("path") is not None:
-        return _decode_file(Path(source["path"]))
+        return _decode_file(Path(source["path"]), max_seconds)
     raise AudioError(
         f"audio dict has keys {sorted(source)}; expected 'array' or 'raw' (+ 'sampling_rate'), "
         "or 'bytes' / 'path'"
@@ -194,7 +245,7 @@ def _to_channels_last(samples: np.ndarray) -> np.ndarray:
 
 
 def _finish(samples: np.ndarray, rate: int, max_seconds: float | None) -> np.ndarray:
-    """Validate decoded (N, C) float32 samples, mix to mono, resample to 16 kHz, normalise."""
+    """Validate raw (N, C) float32 samples, mix to mono, resample to 16 kHz, then :func:`_finish_mono`."""
     if samples.shape[0] == 0:
         raise AudioError("audio contains no samples")
     if not np.isfinite(samples).all():
@@ -207,60 +258,198 @@ def _finish(samples: np.ndarray, rate: int, max_seconds: float | None) -> np.nda
         import soxr
 
         mono = soxr.resample(mono, rate, SAMPLING_RATE, quality="HQ").astype(np.float32, copy=False)
+    return _finish_mono(mono, seconds)
+
+
+def _finish_mono(mono: np.ndarray, seconds: float) -> np.ndarray:
+    """Length and silence checks on 16 kHz mono samples, then peak normalisation of hot float input.
+
+    The silence gate measures the peak *after removing the clip's mean* (its DC offset), so a constant
+    offset (a DC-coupled input with no signal, a stuck ADC) is silence, not a loud clip.
+    """
     if mono.shape[0] < MIN_SAMPLES:
         raise AudioError(
             f"audio is too short: {mono.shape[0]} samples at {SAMPLING_RATE} Hz "
             f"({1000 * seconds:.1f} ms); at least one {FPS} fps frame ({MIN_SAMPLES} samples) is needed"
         )
-    peak = float(np.abs(mono).max())
-    if peak < SILENCE_PEAK:
+    high, low = float(mono.max()), float(mono.min())
+    dc = float(mono.mean(dtype=np.float64))
+    ac_peak = max(high - dc, dc - low)
+    if ac_peak < SILENCE_PEAK:
+        offset = f", once a constant DC offset of {dc:+.3g} is removed" if abs(dc) >= SILENCE_PEAK else ""
         raise AudioError(
-            f"audio is silent (peak amplitude {peak:.2e} < {SILENCE_PEAK:g}, i.e. below -80 dBFS)"
+            f"audio is silent (peak amplitude {ac_peak:.2e} < {SILENCE_PEAK:g}, i.e. below -80 dBFS{offset})"
         )
+    peak = max(high, -low)
     if peak > 1.0:
         mono = mono / np.float32(peak)
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------------
-# decoding
+# decoding (block by block, limits checked before and during)
 # --------------------------------------------------------------------------------------------------
 
 
-def _decode_file(path: Path) -> tuple[np.ndarray, int]:
+class _Mono:
+    """Decoded 16 kHz mono samples of an encoded source, and its length in seconds at its own rate."""
+
+    __slots__ = ("samples", "seconds")
+
+    def __init__(self, samples: np.ndarray, seconds: float) -> None:
+        self.samples, self.seconds = samples, seconds
+
+
+def _check_header(what: str, rate: Any, channels: Any, seconds: float | None, max_seconds: float | None) -> None:
+    """Refuse from the container's metadata alone, before any sample is decoded."""
+    if rate is not None and not 0 < rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{what} declares a sampling rate of {rate} Hz; at most {MAX_SAMPLE_RATE} Hz is supported")
+    if channels is not None and not 0 < channels <= MAX_FILE_CHANNELS:
+        raise AudioError(f"{what} declares {channels} channels; at most {MAX_FILE_CHANNELS} are supported")
+    if seconds is None:
+        return
+    limit = max_seconds if max_seconds is not None else MAX_DECODE_SECONDS
+    if seconds > limit:
+        raise AudioError(f"audio is {seconds:.2f} s long; the limit is {limit:g} s")
+    if rate and channels and seconds * rate * channels > MAX_DECODED_VALUES:
+        raise AudioError(
+            f"{what} holds too much audio data: {seconds:.2f} s × {rate} Hz × {channels} channels is more than "
+            f"the {MAX_DECODED_VALUES:,} samples × channels one input may decode to"
+        )
+
+
+class _MonoSink:
+    """Takes decoded (n, C) float32 blocks; checks them, mixes to mono and resamples to 16 kHz per block,
+    and stops the decoding (an :class:`AudioError`) as soon as a limit is passed."""
+
+    def __init__(self, what: str, rate: int, channels: int, max_seconds: float | None,
+                 declared_seconds: float | None) -> None:
+        _check_header(what, rate, channels, None, max_seconds)
+        self.what, self.rate, self.channels = what, int(rate), int(channels)
+        self.limit = max_seconds if max_seconds is not None else MAX_DECODE_SECONDS
+        self.max_frames = MAX_DECODED_VALUES // self.channels
+        self.frames = 0
+        expected = min(declared_seconds if declared_seconds is not None else 1.0, self.limit)
+        self._buffer = np.empty(int(expected * SAMPLING_RATE) + 1024, dtype=np.float32)
+        self._filled = 0
+        self._resampler = None
+        if self.rate != SAMPLING_RATE:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(self.rate, SAMPLING_RATE, 1, dtype="float32", quality="HQ")
+
+    def add(self, block: np.ndarray, rate: int | None = None) -> None:
+        if rate is not None and rate != self.rate:
+            raise AudioError(f"{self.what}: the sampling rate changes within the stream ({self.rate} → {rate} Hz)")
+        if block.ndim != 2 or block.shape[1] != self.channels:
+            raise AudioError(f"{self.what}: the channel count changes within the stream")
+        if block.shape[0] == 0:
+            return
+        self.frames += block.shape[0]
+        if self.frames / self.rate > self.limit:
+            raise AudioError(
+                f"audio is longer than the limit of {self.limit:g} s (decoding stopped after "
+                f"{self.frames / self.rate:.2f} s)"
+            )
+        if self.frames > self.max_frames:
+            raise AudioError(
+                f"{self.what} holds too much audio data: more than {MAX_DECODED_VALUES:,} samples × channels "
+                f"({self.channels} channels at {self.rate} Hz); decoding stopped"
+            )
+        if not np.isfinite(block).all():
+            raise AudioError("audio contains NaN or infinite sample values")
+        mono = block.mean(axis=1, dtype=np.float64).astype(np.float32)
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(mono)
+        self._append(mono)
+
+    def _append(self, mono: np.ndarray) -> None:
+        end = self._filled + len(mono)
+        if end > len(self._buffer):
+            grown = np.empty(max(end, 2 * len(self._buffer)), dtype=np.float32)
+            grown[: self._filled] = self._buffer[: self._filled]
+            self._buffer = grown
+        self._buffer[self._filled : end] = mono
+        self._filled = end
+
+    def finish(self, declared_seconds: float | None) -> _Mono:
+        if self.frames == 0:
+            raise AudioError("audio contains no samples")
+        if self._resampler is not None:
+            self._append(self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+        seconds = self.frames / self.rate
+        if (declared_seconds is not None and seconds < TRUNCATION_RATIO * declared_seconds
+                and declared_seconds - seconds > TRUNCATION_MIN_SECONDS):
+            raise AudioError(
+                f"{self.what} is truncated or damaged: its header declares {declared_seconds:.2f} s of audio "
+                f"but only {seconds:.2f} s could be decoded"
+            )
+        samples = self._buffer[: self._filled]
+        if len(self._buffer) > self._filled + self._filled // 8 + 4096:
+            samples = samples.copy()  # do not keep a much larger buffer alive
+        return _Mono(samples, seconds)
+
+
+class _NoLength(Exception):
+    """soundfile opened the file but cannot stream it safely: let PyAV decode it."""
+
+
+def _decode_file(path: Path, max_seconds: float | None) -> _Mono:
     if not path.exists():
         raise FileNotFoundError(f"audio file not found: {path}")
     if path.is_dir():
         raise AudioError(f"{path} is a directory, not an audio file")
+    if not path.is_file():
+        raise AudioError(f"{path} is not a regular file (a device, pipe or socket cannot be read as audio)")
     if path.stat().st_size == 0:
         raise AudioError(f"audio file is empty (0 bytes): {path}")
-    return _decode(str(path), what=str(path))
+    return _decode(str(path), str(path), max_seconds)
 
 
-def _decode_bytes(data: bytes, what: str) -> tuple[np.ndarray, int]:
+def _decode_bytes(data: bytes, what: str, max_seconds: float | None) -> _Mono:
     if not data:
         raise AudioError(f"{what} are empty (0 bytes)")
-    return _decode(data, what=what)
+    return _decode(data, what, max_seconds)
 
 
-def _decode(src: str | bytes, what: str) -> tuple[np.ndarray, int]:
-    """Try soundfile, then PyAV; raise one AudioError naming both failures."""
+def _decode(src: str | bytes, what: str, max_seconds: float | None) -> _Mono:
+    """Try soundfile, then PyAV; raise one AudioError naming both failures.
+
+    An :class:`AudioError` from soundfile (a limit, NaN samples, truncation) is final: the file *was*
+    understood, so PyAV is not asked to decode it again.
+    """
     try:
-        return _decode_soundfile(src)
+        return _decode_soundfile(src, what, max_seconds)
+    except AudioError:
+        raise
     except Exception as sf_error:  # libsndfile reports format problems with several exception types
         sf_reason = f"{type(sf_error).__name__}: {sf_error}"
-    return _decode_av(src, what, sf_reason)
+    return _decode_av(src, what, sf_reason, max_seconds)
 
 
-def _decode_soundfile(src: str | bytes) -> tuple[np.ndarray, int]:
+def _decode_soundfile(src: str | bytes, what: str, max_seconds: float | None) -> _Mono:
     import soundfile as sf
 
     handle = io.BytesIO(src) if isinstance(src, bytes) else src
-    samples, rate = sf.read(handle, dtype="float32", always_2d=True)
-    return samples, int(rate)
+    with sf.SoundFile(handle) as f:
+        rate, channels = int(f.samplerate), int(f.channels)
+        if not 0 <= f.frames < _UNKNOWN_FRAMES:
+            # no length in the header (e.g. a streamed FLAC): libsndfile's reader fails at the end of
+            # such files after decoding all of them, so PyAV (which streams them fine) decodes it
+            raise _NoLength("the header gives no length")
+        declared = f.frames / rate if rate > 0 else None
+        _check_header(what, rate, channels, declared, max_seconds)
+        sink = _MonoSink(what, rate, channels, max_seconds, declared)
+        block = max(1, _BLOCK_VALUES // channels)
+        while True:
+            data = f.read(block, dtype="float32", always_2d=True)
+            if len(data) == 0:
+                break
+            sink.add(data)
+    return sink.finish(declared)
 
 
-def _decode_av(src: str | bytes, what: str, sf_reason: str) -> tuple[np.ndarray, int]:
+def _decode_av(src: str | bytes, what: str, sf_reason: str, max_seconds: float | None) -> _Mono:
     import av
 
     try:
@@ -275,20 +464,34 @@ def _decode_av(src: str | bytes, what: str, sf_reason: str) -> tuple[np.ndarray,
             kind = "video without an audio track" if container.streams.video else "no audio track"
             raise AudioError(f"{what} has {kind}")
         stream = container.streams.audio[0]
-        # Planar float keeps every channel separate so that _finish can average them equally.
-        resampler = av.AudioResampler(format="fltp")
-        chunks: list[np.ndarray] = []
-        rate = stream.rate
+        # the audio stream's own metadata (a container's duration may be a longer video track's)
+        declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+        _check_header(what, stream.rate or None, getattr(stream, "channels", None) or None, declared, max_seconds)
+        # Packed float32, reshaped to (n, C) so that every channel is averaged equally. Not planar
+        # ("fltp"): PyAV 18's to_ndarray of 8-channel planar frames crashes the interpreter.
+        resampler = av.AudioResampler(format="flt")
+        sink: _MonoSink | None = None
+
+        def take(out) -> None:
+            nonlocal sink
+            channels = len(out.layout.channels)
+            if channels == 0:
+                raise AudioError(f"{what} has an audio track with an unknown channel layout")
+            samples = out.to_ndarray().reshape(-1, channels)  # (1, n·C) interleaved → (n, C)
+            if sink is None:
+                sink = _MonoSink(what, out.sample_rate, channels, max_seconds, declared)
+            sink.add(np.asarray(samples, dtype=np.float32), out.sample_rate)
+
         try:
             for frame in container.decode(stream):
-                rate = frame.sample_rate
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray())
+                    take(out)
             for out in resampler.resample(None):
-                chunks.append(out.to_ndarray())
+                take(out)
         except (av.FFmpegError, ValueError) as error:
+            if isinstance(error, AudioError):
+                raise
             raise AudioError(f"cannot decode the audio track of {what} (corrupt?): {error}") from None
-    if not chunks or not rate:
+    if sink is None:
         raise AudioError(f"{what} has an audio track with no decodable samples")
-    samples = np.concatenate(chunks, axis=1).T  # (C, n) chunks → (N, C)
-    return np.ascontiguousarray(samples, dtype=np.float32), int(rate)
+    return sink.finish(declared)

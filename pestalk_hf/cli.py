@@ -3,13 +3,20 @@
 Exit codes (stable, for scripts):
     0  every input was animated and written
     1  some inputs failed (each is reported; the others were written)
-    2  usage error: bad arguments, unknown emotion/speaker/format, unusable model or avatar
+    2  usage error: bad arguments, unknown emotion/speaker/format, unusable model, avatar, device or
+       output folder
+
+Errors are one-line messages, never tracebacks. Every input gets its own output names (``good.wav``
+and ``good.flac`` in one run become ``good_wav.*`` and ``good_flac.*``), so no file written in a run is
+overwritten by the same run; a failure of one input (bad audio, a write error) is reported, leaves no
+file of that input behind, and the batch goes on to a summary line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -34,6 +41,16 @@ examples:
   pestalk animate talk.mp3 -o out/ --speaker-style spk03 --blinks --smoothing 1.5
   pestalk animate speech.wav -o out/ --avatar my_character.glb --format glb,mp4
 """
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def _parse_formats(text: str) -> list[str]:
@@ -70,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style-top-k", type=int, default=None, help="soft style retrieval over the k nearest entries")
     p.add_argument("--smoothing", type=float, default=0.0, help="Gaussian smoothing sigma in frames (default 0)")
     p.add_argument("--blinks", action="store_true", help="add procedural eye blinks")
-    p.add_argument("--max-seconds", type=float, default=3600.0, help="refuse longer inputs (default 3600)")
+    p.add_argument("--max-seconds", type=_positive_seconds, default=3600.0,
+                   help="refuse longer inputs (seconds > 0; default 3600)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cpu)")
     p.add_argument("--int8", action="store_true",
                    help="dynamic int8 quantisation of fp32 weights: ~2–3× faster on CPU, features move ~5%%")
@@ -107,9 +125,103 @@ def collect_inputs(paths: list[Path]) -> list[Path]:
 
 
 def _unique_stems(files: list[Path]) -> list[str]:
-    """Output stems: the file stem, disambiguated with its parent folder when two inputs share it."""
+    """Output stems, one per input and all distinct (compared case-insensitively, as on macOS/Windows).
+
+    The file stem; when several inputs of different types share it, the extension is added
+    (``good_wav``, ``good_flac``) and, if that is not enough (same name and type in different folders), the parent folder
+    (``a_good_wav``); a number (``_2``) settles anything left, including a clash with another input's
+    plain stem.
+    """
+    def key(name: str) -> str:
+        return name.casefold()
+
+    def clashing(names: list[str]) -> set[str]:
+        counts: dict[str, int] = {}
+        for name in names:
+            counts[key(name)] = counts.get(key(name), 0) + 1
+        return {k for k, n in counts.items() if n > 1}
+
     stems = [f.stem for f in files]
-    return [f"{f.parent.name}_{f.stem}" if stems.count(f.stem) > 1 else f.stem for f in files]
+    suffixes: dict[str, set[str]] = {}
+    for stem, f in zip(stems, files):
+        suffixes.setdefault(key(stem), set()).add(f.suffix.lower())
+    stems = [f"{s}_{f.suffix.lstrip('.').lower()}" if len(suffixes[key(s)]) > 1 and f.suffix else s
+             for s, f in zip(stems, files)]
+    clash = clashing(stems)
+    stems = [f"{f.parent.name}_{s}" if key(s) in clash and f.parent.name else s for s, f in zip(stems, files)]
+    used: set[str] = set()
+    out: list[str] = []
+    for stem in stems:
+        candidate, n = stem, 1
+        while key(candidate) in used:
+            n += 1
+            candidate = f"{stem}_{n}"
+        used.add(key(candidate))
+        out.append(candidate)
+    return out
+
+
+def _check_device(device: str | None) -> None:
+    """``--device`` must name a device this machine has: ``cuda`` without a GPU is a usage error."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {device!r} is not a torch device (use cpu, cuda, cuda:0, mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA GPU is available on this machine (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"--device {device}: no Apple MPS device is available on this machine")
+    elif dev.type != "cpu":
+        raise ValueError(f"--device {device}: unsupported device type {dev.type!r} (use cpu, cuda or mps)")
+
+
+def _check_output_folder(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"the output path {path} exists and is not a folder")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"cannot create the output folder {path}: {parent} is not a folder")
+            break
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def _snapshot(paths: list[Path]) -> dict[Path, tuple[int, int] | None]:
+    """(inode, mtime) of each path that exists now, so files this run replaces can be told apart."""
+    out: dict[Path, tuple[int, int] | None] = {}
+    for path in paths:
+        try:
+            st = path.stat()
+            out[path] = (st.st_ino, st.st_mtime_ns)
+        except OSError:
+            out[path] = None
+    return out
+
+
+def _remove_new(before: dict[Path, tuple[int, int] | None]) -> None:
+    """Remove the files of one input that this run wrote before the input failed."""
+    for path, old in before.items():
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if old is None or old != (st.st_ino, st.st_mtime_ns):
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
 
 def _load(model: str | None, device: str | None, int8: bool = False, dtype: str = "fp32"):
@@ -121,7 +233,13 @@ def _load(model: str | None, device: str | None, int8: bool = False, dtype: str 
     path = model or DEFAULT_MODEL
     if model is None and not (Path(DEFAULT_MODEL) / "config.json").exists():
         raise FileNotFoundError(f"the embedded default model is missing at {DEFAULT_MODEL}; pass --model")
-    return load_pipeline(path, device=device or "cpu", int8=int8, dtype=getattr(torch, DTYPES[dtype]))
+    try:
+        return load_pipeline(path, device=device or "cpu", int8=int8, dtype=getattr(torch, DTYPES[dtype]))
+    except Exception as error:  # corrupt safetensors, wrongly typed config fields, missing files, ...
+        message = _one_line(error)
+        if isinstance(error, ValueError) and "int8" in message:
+            raise ValueError(message) from None
+        raise ValueError(f"cannot load the model {path}: {type(error).__name__}: {message}"[:2000]) from None
 
 
 def cmd_animate(args: argparse.Namespace) -> int:
@@ -132,6 +250,8 @@ def cmd_animate(args: argparse.Namespace) -> int:
 
     try:
         files = collect_inputs(args.inputs)
+        _check_output_folder(args.output)
+        _check_device(args.device)
         avatar = load_avatar(args.avatar, external_files=True) if args.avatar is not None else None
         pipe = _load(args.model, args.device, args.int8, args.dtype)
         params = dict(
@@ -139,22 +259,39 @@ def cmd_animate(args: argparse.Namespace) -> int:
             style_top_k=args.style_top_k, smoothing=args.smoothing, blinks=args.blinks, max_seconds=args.max_seconds,
         )
         pipe._sanitize_parameters(**params)  # unknown emotion/speaker → usage error before any work
-    except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"pestalk: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as err:  # FileNotFoundError is an OSError
+        print(f"pestalk: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"pestalk: error: cannot create the output folder {args.output}: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
 
-    args.output.mkdir(parents=True, exist_ok=True)
     failures = 0
+    written_this_run: set[Path] = set()
     bar = tqdm(list(zip(files, _unique_stems(files))), desc="animating", unit="file", disable=args.quiet)
     for path, stem in bar:
         bar.set_postfix_str(path.name)
+        targets = [args.output / f"{stem}.{fmt}" for fmt in dict.fromkeys(args.format)]
+        before = _snapshot(targets)
         try:
+            if written_this_run.intersection(targets):  # cannot happen with _unique_stems; never overwrite
+                raise RuntimeError(f"output name {stem!r} was already written in this run")
             animation = pipe(str(path), **params)
             written = animation.save(args.output, stem, formats=args.format, avatar=avatar)
-        except AudioError as err:
+        except Exception as err:  # one input's failure (audio, a write error, a bug) never ends the batch
             failures += 1
-            tqdm.write(f"pestalk: {path}: {err}", file=sys.stderr)
+            _remove_new(before)
+            if isinstance(err, AudioError):
+                reason = _one_line(err)
+            elif isinstance(err, OSError):
+                reason = f"cannot write the outputs: {_one_line(err)}"
+            else:
+                reason = f"failed ({type(err).__name__}: {_one_line(err)})"
+            tqdm.write(f"pestalk: {path}: {reason}", file=sys.stderr)
             continue
+        written_this_run.update(written.values())
         style = animation.style or {}
         top = max(animation.emotion_probabilities.items(), key=lambda kv: kv[1])
         tqdm.write(
@@ -162,9 +299,11 @@ def cmd_animate(args: argparse.Namespace) -> int:
             f"({top[1]:.0%}), style {style.get('speaker')}/{style.get('emotion')} → "
             + ", ".join(p.name for p in written.values())
         )
+    done = len(files) - failures
     if failures:
-        print(f"pestalk: {failures} of {len(files)} input(s) failed", file=sys.stderr)
+        print(f"pestalk: {failures} of {len(files)} input(s) failed; {done} written to {args.output}", file=sys.stderr)
         return EXIT_SOME_FAILED
+    print(f"pestalk: {done} of {len(files)} input(s) written to {args.output}")
     return EXIT_OK
 
 
@@ -175,17 +314,17 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     try:
         config = AutoConfig.from_pretrained(args.model or DEFAULT_MODEL)
-    except (OSError, ValueError) as err:
-        print(f"pestalk: error: cannot read model config: {err}", file=sys.stderr)
+        info = {
+            "model": args.model or DEFAULT_MODEL,
+            "emotions": [str(e) for e in config.emotions],
+            "library_speakers": [str(s) for s in config.style_speakers],
+            "voiceprint_backend": config.voiceprint_backend,
+            "fps": config.fps,
+            "sampling_rate": config.sampling_rate,
+        }
+    except Exception as err:  # missing/corrupt config.json, wrongly typed fields, not a PESTalk config
+        print(f"pestalk: error: cannot read model config: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
-    info = {
-        "model": args.model or DEFAULT_MODEL,
-        "emotions": list(config.emotions),
-        "library_speakers": list(config.style_speakers),
-        "voiceprint_backend": config.voiceprint_backend,
-        "fps": config.fps,
-        "sampling_rate": config.sampling_rate,
-    }
     if args.json:
         print(json.dumps(info, indent=2))
     else:

@@ -18,16 +18,30 @@ from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .animation import BlendshapeAnimation
-from .audio import SAMPLING_RATE, load_audio
+from .audio import SAMPLING_RATE, check_max_seconds, load_audio
 from .postprocess import add_blinks, check_smoothing, smooth
-from .voiceprint import VoiceprintBackend, get_voiceprint_backend
+from .voiceprint import VoiceprintBackend, backend_from_config, get_voiceprint_backend
 
 TASK = "audio-to-blendshape"
 DEFAULT_MAX_SECONDS = 3600.0
 
 
+def _check_name_or_index(what: str, value: Any) -> None:
+    """Names are ``str``, indices ``int``; ``True``/``False`` (an ``int`` subclass) and others are type errors."""
+    if value is not None and (isinstance(value, (bool, np.bool_)) or not isinstance(value, (str, int, np.integer))):
+        raise TypeError(f"{what} must be a name (str) or an index (int), got {type(value).__name__} {value!r}")
+
+
+def _check_number(what: str, value: Any, integer: bool = False) -> None:
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if value is not None and (isinstance(value, (bool, np.bool_)) or not isinstance(value, kinds)):
+        kind = "an integer" if integer else "a number"
+        raise TypeError(f"{what} must be {kind}, got {type(value).__name__} {value!r}")
+
+
 def resolve_emotion(config, emotion: str | int | None) -> int | None:
     """Emotion name (or index) → index in ``config.emotions``; clear error listing valid names."""
+    _check_name_or_index("emotion", emotion)
     if emotion is None or emotion == "" or emotion == "auto":
         return None
     if isinstance(emotion, (int, np.integer)) and 0 <= int(emotion) < len(config.emotions):
@@ -39,6 +53,7 @@ def resolve_emotion(config, emotion: str | int | None) -> int | None:
 
 def resolve_speaker(config, speaker: str | int | None) -> int | None:
     """Library speaker name (or index) → index in ``config.style_speakers``."""
+    _check_name_or_index("speaker_style", speaker)
     if speaker is None or speaker == "" or speaker == "auto":
         return None
     names = list(config.style_speakers)
@@ -51,6 +66,7 @@ def resolve_speaker(config, speaker: str | int | None) -> int | None:
 
 
 def check_intensity(intensity: float | None) -> float | None:
+    _check_number("intensity", intensity)
     if intensity is None:
         return None
     value = float(intensity)
@@ -73,13 +89,28 @@ class AudioToBlendshapePipeline(Pipeline):
         smoothing: Gaussian smoothing σ in frames (0 = off).
         blinks: add procedural eye blinks (``True``/``False``); ``blink_seed`` picks their timing.
         sampling_rate: rate of a raw numpy input.
-        max_seconds: refuse longer audio (default 3600 s); long audio is processed in windows.
+        max_seconds: refuse longer audio (default 3600 s; must be > 0); long audio is processed in windows.
+
+    Wrongly typed parameters (``emotion=True``, ``blinks="no"``) raise ``TypeError``; values out of
+    range or unknown names raise ``ValueError``, before any audio is decoded.
+
+    The voiceprint backend is ``voiceprint_backend=`` when given (the caller's choice: a backend, a
+    name, a Hub id or a local checkpoint path), else the model config's ``voiceprint_backend``, which
+    may only be a registered name or a checkpoint file inside the model folder
+    (:func:`pestalk_hf.voiceprint.backend_from_config`).
     """
 
     def __init__(self, *args: Any, voiceprint_backend: VoiceprintBackend | str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        backend = voiceprint_backend or getattr(self.model.config, "voiceprint_backend", "resemblyzer")
-        self.voiceprint_backend = get_voiceprint_backend(backend) if isinstance(backend, str) else backend
+        if voiceprint_backend is None:
+            self.voiceprint_backend = backend_from_config(
+                getattr(self.model.config, "voiceprint_backend", "resemblyzer"),
+                getattr(self.model.config, "_name_or_path", None) or getattr(self.model, "name_or_path", None),
+            )
+        elif isinstance(voiceprint_backend, str):
+            self.voiceprint_backend = get_voiceprint_backend(voiceprint_backend)
+        else:
+            self.voiceprint_backend = voiceprint_backend
         if self.voiceprint_backend.dim != self.model.config.voiceprint_dim:
             raise ValueError(
                 f"voiceprint backend {self.voiceprint_backend.name!r} gives {self.voiceprint_backend.dim}-d vectors "
@@ -101,7 +132,14 @@ class AudioToBlendshapePipeline(Pipeline):
     ):
         if kwargs:
             raise TypeError(f"unexpected pipeline arguments: {sorted(kwargs)}")
-        preprocess = {"sampling_rate": sampling_rate, "max_seconds": max_seconds or DEFAULT_MAX_SECONDS}
+        if blinks is not None and not isinstance(blinks, (bool, np.bool_)):
+            raise TypeError(f"blinks must be True or False, got {type(blinks).__name__} {blinks!r}")
+        _check_number("style_top_k", style_top_k, integer=True)
+        _check_number("blink_seed", blink_seed, integer=True)
+        _check_number("smoothing", smoothing)
+        max_seconds = check_max_seconds(max_seconds)  # 0 or negative is an error, not "the default"
+        preprocess = {"sampling_rate": sampling_rate,
+                      "max_seconds": DEFAULT_MAX_SECONDS if max_seconds is None else max_seconds}
         forward = {
             "force_emotion": resolve_emotion(self.model.config, emotion),
             "force_speaker": resolve_speaker(self.model.config, speaker_style),
@@ -114,6 +152,12 @@ class AudioToBlendshapePipeline(Pipeline):
         # validated here, before any audio is decoded
         post = {"smoothing": check_smoothing(smoothing or 0.0), "blinks": bool(blinks), "blink_seed": int(blink_seed or 0)}
         return preprocess, forward, post
+
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        """One input → a :class:`BlendshapeAnimation`; a list → a list of them (see the class docstring)."""
+        if isinstance(inputs, (list, tuple)) and len(inputs) == 0:
+            raise ValueError("no audio given: pass one input (a path, bytes, an array, a dict) or a non-empty list")
+        return super().__call__(inputs, *args, **kwargs)
 
     def preprocess(self, inputs: Any, sampling_rate: int | None = None, max_seconds: float = DEFAULT_MAX_SECONDS):
         waveform = load_audio(inputs, sampling_rate, max_seconds=max_seconds)

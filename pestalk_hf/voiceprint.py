@@ -16,9 +16,10 @@ import importlib
 import importlib.util
 import inspect
 import os
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,8 @@ __all__ = [
     "ResemblyzerBackend",
     "PyannoteBackend",
     "get_voiceprint_backend",
+    "backend_from_config",
+    "REGISTERED_BACKENDS",
     "load_pyannote_checkpoint",
     "save_pyannote_checkpoint",
     "DEFAULT_VOICEPRINT_BACKEND",
@@ -447,3 +450,70 @@ def get_voiceprint_backend(
         f"unknown voiceprint backend {name_or_path!r}; use 'resemblyzer', 'pyannote/embedding', "
         "another Hub id 'org/name', or a local pyannote checkpoint path"
     )
+
+
+REGISTERED_BACKENDS = ("resemblyzer", "pyannote/embedding")
+"""Backend names a model config may use as ``voiceprint_backend`` (besides a file inside the model folder)."""
+
+
+def backend_from_config(
+    value: Any, model_dir: str | os.PathLike | None, field: str = "voiceprint_backend", **kwargs: Any
+) -> VoiceprintBackend:
+    """The backend a model's ``config.json`` names, read without trusting the config.
+
+    A config comes with a downloaded or uploaded model, so it may only name
+
+    * a registered backend (:data:`REGISTERED_BACKENDS`: ``"resemblyzer"``, ``"pyannote/embedding"``), or
+    * a pyannote checkpoint **file inside the model folder**, as a relative path (``"voiceprint.bin"``,
+      ``"speaker/pytorch_model.bin"``): resolved (symlinks followed), it must stay inside the folder and
+      be a regular file. For a Hub model it is downloaded from the model's own repo.
+
+    Anything else (an absolute path, ``..``, a device, a folder, another Hub repo) is refused with a
+    ``ValueError`` naming the field, without reading it. Callers who mean to use another backend pass
+    it explicitly (``pipeline(..., voiceprint_backend=...)``, :func:`get_voiceprint_backend`).
+    """
+    def refuse(reason: str) -> ValueError:
+        return ValueError(
+            f"config.json field {field!r} = {value!r} is refused: {reason}. A model config may name a registered "
+            f"backend ({', '.join(REGISTERED_BACKENDS)}) or a checkpoint file inside the model folder (a relative "
+            f"path); pass voiceprint_backend=... explicitly to use anything else"
+        )
+
+    if not isinstance(value, str) or not value.strip():
+        raise refuse(f"expected a backend name (a string), got {type(value).__name__}")
+    if value == "resemblyzer":
+        return ResemblyzerBackend(**kwargs)
+    if value == "pyannote/embedding":
+        checkpoint = _download_pyannote_checkpoint(value, token=kwargs.pop("token", None),
+                                                   cache_dir=kwargs.pop("cache_dir", None))
+        backend = PyannoteBackend(checkpoint, **kwargs)
+        backend.name = value
+        return backend
+    parts = PurePosixPath(value).parts
+    if (value.startswith(("/", "~")) or "\\" in value or ":" in value or "\0" in value
+            or ".." in parts or not parts):
+        raise refuse("only a relative path inside the model folder is allowed")
+    if not model_dir:
+        raise refuse("the model folder is unknown, so a file inside it cannot be found")
+    root = Path(model_dir)
+    if root.is_dir():
+        root = root.resolve()
+        target = (root / value).resolve()
+        if root not in target.parents:
+            raise refuse("it leads outside the model folder")
+        try:
+            mode = target.stat().st_mode
+        except OSError:
+            raise refuse("there is no such file in the model folder") from None
+        if not stat.S_ISREG(mode):
+            raise refuse("it is not a regular file in the model folder")
+        return PyannoteBackend(str(target), **kwargs)
+    # a Hub model: the file comes from the model's own repository
+    from huggingface_hub import hf_hub_download
+
+    try:
+        checkpoint = hf_hub_download(str(model_dir), value, token=kwargs.pop("token", None),
+                                     cache_dir=kwargs.pop("cache_dir", None))
+    except Exception as error:
+        raise refuse(f"the model repository {str(model_dir)!r} has no such file ({type(error).__name__})") from None
+    return PyannoteBackend(checkpoint, **kwargs)

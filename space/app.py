@@ -4,6 +4,7 @@ Run locally with one command (from the project root, after ``pip install -e .``)
 
     python space/app.py                      # embedded default model
     PESTALK_MODEL=path/or/hub-id python space/app.py
+    PESTALK_SPACE_MODELS=org/a,org/b python space/app.py   # Hub ids visitors may pick in the model box
 
 On the Hugging Face Hub the same file runs unchanged (``hub_scripts/push_space.py`` assembles the
 Space). This module is UI, input validation and temp-file hygiene only; the model, exporters and
@@ -13,7 +14,13 @@ Why the limits look like they do (see :class:`SpaceLimits`): a free CPU Space ha
 request (inference + offscreen render + H.264) keeps one core busy for several seconds, so the queue
 runs at most ``concurrency_limit`` requests at a time and refuses new ones beyond ``queue_size``
 instead of letting latency grow without bound. Audio is capped in seconds (the cost driver) and
-uploads in bytes (so nobody streams gigabytes into the cache).
+uploads in bytes (so nobody streams gigabytes into the cache); the seconds are checked against the
+file's header before decoding (:func:`pestalk_hf.audio.load_audio`), so a small, highly compressed
+upload declaring hours of 8-channel audio costs no memory.
+
+The model box loads only the model the operator started the Space with and the Hub ids the operator
+lists in ``PESTALK_SPACE_MODELS`` (comma-separated): never a folder on the server, and the answer to
+anything else is the same whether or not such a folder exists.
 """
 
 from __future__ import annotations
@@ -150,17 +157,44 @@ class WorkDirs:
 # ---------------------------------------------------------------------------------- model cache
 
 
-class ModelCache:
-    """Pipelines by model id (LRU, thread-safe): the default loads at start, others on demand."""
+ALLOWED_MODELS_ENV = "PESTALK_SPACE_MODELS"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 
-    def __init__(self, default: str, max_models: int) -> None:
+
+def allowed_models_from_env(value: str | None = None) -> tuple[str, ...]:
+    """The operator's allow-list of Hub model ids (``PESTALK_SPACE_MODELS``, comma-separated).
+
+    Only Hub ids (``org/name``) are accepted: a local folder, ``..`` or a URL is an operator error
+    (``ValueError`` at start), because visitors must never reach files of the server.
+    """
+    value = os.environ.get(ALLOWED_MODELS_ENV, "") if value is None else value
+    ids = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    bad = [i for i in ids if not _HUB_ID.match(i) or ".." in i]
+    if bad:
+        raise ValueError(f"{ALLOWED_MODELS_ENV} may only list Hub model ids like 'org/name', not {bad}")
+    return ids
+
+
+class ModelCache:
+    """Pipelines by model id (LRU, thread-safe): the default loads at start, others on demand.
+
+    ``get`` accepts the default (an empty box, or the default's own id) and the ids in ``allowed``
+    (Hub ids), nothing else, and answers every other request with one message that does not depend on
+    the server's files.
+    """
+
+    def __init__(self, default: str, max_models: int, allowed: tuple[str, ...] | list[str] = ()) -> None:
         self.default = default
         self.max_models = max_models
+        self.allowed = tuple(allowed)
         self._pipes: OrderedDict[str, AudioToBlendshapePipeline] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, model: str | None) -> AudioToBlendshapePipeline:
         key = (model or "").strip() or self.default
+        if key != self.default and key not in self.allowed:
+            offered = ", ".join(self.allowed) if self.allowed else "only the default model (leave the box empty)"
+            raise ValueError(f"cannot load model {key[:200]!r}: this Space offers {offered}")
         with self._lock:
             if key in self._pipes:
                 self._pipes.move_to_end(key)
@@ -180,16 +214,17 @@ def _load_checked(model: str) -> AudioToBlendshapePipeline:
     """Load a PESTalk pipeline; anything else (other architectures, missing repos) → ValueError.
 
     The config is read first so that a Hub id of some unrelated large model fails fast instead of
-    downloading its weights. Remote code is never trusted: the Space runs its own model code.
+    downloading its weights. Remote code is never trusted: the Space runs its own model code. Only
+    the default and allow-listed Hub ids get here (:meth:`ModelCache.get`); the reasons of a failure
+    go to the log, visitors get a message without server paths.
     """
     from transformers import AutoConfig
 
-    if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
-        raise ValueError(f"cannot load model {model!r}: no such folder")
     try:
         config = AutoConfig.from_pretrained(model)
     except Exception as error:  # OSError (missing/offline), ValueError (unknown model_type), ...
-        raise ValueError(f"cannot load model {model!r}: {_first_line(error)}") from None
+        LOG.warning("cannot load model %r: %s", model, error)
+        raise ValueError(f"cannot load model {model!r}: it is not available right now") from None
     if not isinstance(config, pestalk_hf.PESTalkConfig):
         raise ValueError(f"model {model!r} is a {type(config).__name__}, not a PESTalk model")
     return load_pipeline(model)
@@ -204,17 +239,20 @@ def build_demo(
     limits: SpaceLimits | None = None,
     allow_model_choice: bool = True,
     workdir: str | Path | None = None,
+    allowed_models: tuple[str, ...] | list[str] | None = None,
 ) -> gr.Blocks:
     """The Space's Blocks, queue configured; call ``.launch(**launch_kwargs(limits))``.
 
     Args:
         model: folder or Hub id of the model loaded at start (default: the embedded default model).
         limits: request limits (default: :meth:`SpaceLimits.from_env`).
-        allow_model_choice: show the "model" box that lets a visitor load another Hub id/folder.
+        allow_model_choice: show the "model" box that lets a visitor pick another allowed model.
         workdir: where the per-request folders go (default: a fresh temporary folder, removed at exit).
+        allowed_models: Hub ids a visitor may pick (default: ``PESTALK_SPACE_MODELS``); never folders.
     """
     limits = limits or SpaceLimits.from_env()
-    models = ModelCache(model or pestalk_hf.DEFAULT_MODEL, limits.max_models)
+    allowed = allowed_models_from_env() if allowed_models is None else allowed_models_from_env(",".join(allowed_models))
+    models = ModelCache(model or pestalk_hf.DEFAULT_MODEL, limits.max_models, allowed)
     config = models.get(None).model.config  # load now: a broken model fails at start, not per click
     workdirs = WorkDirs(limits.output_ttl_seconds, workdir)
     animate = make_animate(models, workdirs, limits)
@@ -228,7 +266,7 @@ def build_demo(
                                  elem_id="speech")
                 avatar = gr.File(label="Avatar: an ARKit-rigged .glb (empty = the default head)",
                                  file_types=[".glb"], elem_id="avatar")
-                model_box = gr.Textbox(label="Model: Hub id or local folder (empty = the embedded default)",
+                model_box = gr.Textbox(label="Model: a Hub id this Space offers (empty = the default)",
                                        value="", visible=allow_model_choice, elem_id="model")
                 with gr.Row():
                     # custom values pass through to the pipeline, which names the valid ones if wrong

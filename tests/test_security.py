@@ -203,3 +203,245 @@ def test_cli_refuses_a_hostile_avatar_with_a_usage_error(tmp_path, secret_file, 
     assert code == 2
     assert "outside the avatar's folder" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+# ==================================================================================================
+# Point 2: a 954 KB upload must not cost gigabytes (audio limits read from the container first)
+# ==================================================================================================
+
+PAYLOAD_RATE, PAYLOAD_CHANNELS, PAYLOAD_SECONDS = 192_000, 8, 600
+
+
+def _set_flac_total_samples(data: bytes, total: int) -> bytes:
+    """Rewrite the 36-bit total-samples field of a FLAC STREAMINFO block (0 = unknown length)."""
+    assert data[:4] == b"fLaC"
+    out = bytearray(data)
+    field = int.from_bytes(out[18:26], "big") & ~((1 << 36) - 1)
+    out[18:26] = (field | total).to_bytes(8, "big")
+    return bytes(out)
+
+
+@pytest.fixture(scope="module")
+def flac_bomb(tmp_path_factory) -> Path:
+    """The issue's payload: 192 kHz × 8 channels × 600 s of digital silence, ~954 KB of FLAC."""
+    import soundfile as sf
+
+    path = tmp_path_factory.mktemp("bomb") / "bomb.flac"
+    block = np.zeros((PAYLOAD_RATE * 10, PAYLOAD_CHANNELS), np.int16)
+    with sf.SoundFile(path, "w", samplerate=PAYLOAD_RATE, channels=PAYLOAD_CHANNELS, format="FLAC",
+                      subtype="PCM_16") as f:
+        for _ in range(PAYLOAD_SECONDS // 10):
+            f.write(block)
+    info = sf.info(path)
+    assert (info.samplerate, info.channels, info.duration) == (PAYLOAD_RATE, PAYLOAD_CHANNELS, PAYLOAD_SECONDS)
+    assert 800_000 < path.stat().st_size < 1_000_000  # 921.6 M samples in under 1 MB
+    return path
+
+
+def _peak_bytes(fn) -> tuple[BaseException | None, int]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+        error = None
+    except BaseException as err:  # noqa: BLE001 — the caller asserts on it
+        error = err
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return error, peak
+
+
+@pytest.mark.parametrize("as_bytes", [False, True], ids=["path", "bytes"])
+def test_flac_bomb_is_refused_from_its_header_without_decoding(flac_bomb, as_bytes):
+    from pestalk_hf.audio import AudioError, load_audio
+
+    source = flac_bomb.read_bytes() if as_bytes else str(flac_bomb)
+    error, peak = _peak_bytes(lambda: load_audio(source, max_seconds=30))
+    assert isinstance(error, AudioError), error
+    assert "600.00 s long; the limit is 30 s" in str(error)
+    assert peak < 8 * 2**20, f"refusing the payload allocated {peak >> 20} MB (the old decoder: 4.4 GB)"
+
+
+def test_flac_bomb_without_a_length_in_its_header_stops_decoding_at_the_limit(flac_bomb):
+    """The header can lie (length 0 = unknown): decoding streams and stops once the limit is passed."""
+    from pestalk_hf.audio import AudioError, load_audio
+
+    data = _set_flac_total_samples(flac_bomb.read_bytes(), 0)
+    error, peak = _peak_bytes(lambda: load_audio(data, max_seconds=30))
+    assert isinstance(error, AudioError) and "longer than the limit of 30 s (decoding stopped" in str(error), error
+    assert peak < 64 * 2**20, f"{peak >> 20} MB"
+
+
+def test_samples_times_channels_cap_applies_without_max_seconds(flac_bomb):
+    from pestalk_hf.audio import MAX_DECODED_VALUES, AudioError, load_audio
+
+    seconds = 1000  # 192 kHz × 8 ch × 1000 s = 1.5 G values > the cap, yet under MAX_DECODE_SECONDS
+    assert PAYLOAD_RATE * PAYLOAD_CHANNELS * seconds > MAX_DECODED_VALUES
+    data = _set_flac_total_samples(flac_bomb.read_bytes(), PAYLOAD_RATE * seconds)
+    error, peak = _peak_bytes(lambda: load_audio(data))
+    assert isinstance(error, AudioError) and "too much audio data" in str(error), error
+    assert peak < 8 * 2**20
+
+
+def test_flac_bomb_through_the_pipeline_the_cli_and_the_space(flac_bomb, tmp_path, capsys):
+    """CLI, pipeline and Space all reach the same header check (no per-entry-point decoding)."""
+    from pestalk_hf.audio import AudioError
+    from pestalk_hf.cli import main
+
+    from .test_space import load_app
+
+    model_dir = _tiny_model(tmp_path / "model")
+    from pestalk_hf.pipeline import load_pipeline
+
+    pipe = load_pipeline(str(model_dir))
+    error, peak = _peak_bytes(lambda: pipe(str(flac_bomb), max_seconds=30))
+    assert isinstance(error, AudioError) and "600.00 s long" in str(error) and peak < 8 * 2**20, error
+
+    code = main(["animate", str(flac_bomb), "-o", str(tmp_path / "out"), "--model", str(model_dir),
+                 "--max-seconds", "30", "--format", "csv", "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and "600.00 s long; the limit is 30 s" in err, err
+    assert list((tmp_path / "out").iterdir()) == []
+
+    import gradio as gr
+
+    app = load_app()
+    cache = app.ModelCache(str(model_dir), max_models=1)
+    workdirs = app.WorkDirs(1.0, tmp_path / "work")
+    animate = app.make_animate(cache, workdirs, app.SpaceLimits(max_audio_seconds=30))
+    app.default_avatar()  # built once per process (cached): not part of what an upload costs
+    error, peak = _peak_bytes(lambda: animate(str(flac_bomb), None, "", "auto", 1.0, "auto", True, 1.0))
+    assert isinstance(error, gr.Error) and "600.00 s long; the limit is 30 s" in str(error), error
+    assert str(flac_bomb.parent) not in str(error) and peak < 8 * 2**20, peak
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def _tiny_model(path: Path, **config) -> Path:
+    import torch
+
+    from pestalk_hf import PESTalkConfig, PESTalkModel
+
+    from .conftest import tiny_config_kwargs
+
+    torch.manual_seed(0)
+    PESTalkModel(PESTalkConfig(**tiny_config_kwargs(voiceprint_dim=256, **config))).save_pretrained(path)
+    return path
+
+
+# ==================================================================================================
+# Point 3: configs, the Space's model box and dataset rows cannot reach local files
+# ==================================================================================================
+
+
+@pytest.fixture
+def no_torch_load(monkeypatch):
+    """Fail the test if anything is unpickled (the old factory torch.load-ed whatever the config named)."""
+    import torch
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"torch.load called with {args[:1]}")
+
+    monkeypatch.setattr(torch, "load", refuse)
+
+
+def test_config_voiceprint_backend_cannot_name_files_outside_the_model(tmp_path, secret_file, no_torch_load):
+    from pestalk_hf.voiceprint import backend_from_config
+
+    model = tmp_path / "model"
+    (model / "sub").mkdir(parents=True)
+    (model / "link.bin").symlink_to(secret_file)
+    (model / "zero.bin").symlink_to("/dev/zero")
+    os.mkfifo(model / "fifo.bin")
+    values = ["/etc/passwd", str(secret_file), "/dev/zero", "../server/secret.txt", "sub/../../server/secret.txt",
+              "~/.ssh/id_rsa", "C:\\secret.bin", "link.bin", "zero.bin", "fifo.bin", "sub", "missing.bin",
+              "someone/else", "", 42, None]
+    for value in values:
+        with pytest.raises(ValueError, match=r"config.json field 'voiceprint_backend' = .* is refused") as info:
+            backend_from_config(value, model)
+        assert SECRET.decode() not in str(info.value)
+
+
+def test_config_voiceprint_backend_may_name_a_checkpoint_inside_the_model(tmp_path):
+    from pyannote.audio.core.task import Problem, Resolution, Specifications
+    from pyannote.audio.models.embedding import XVectorSincNet
+
+    from pestalk_hf.voiceprint import PyannoteBackend, backend_from_config, save_pyannote_checkpoint
+
+    xvector = XVectorSincNet()
+    xvector.specifications = Specifications(problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=3.0)
+    (tmp_path / "model" / "speaker").mkdir(parents=True)
+    save_pyannote_checkpoint(xvector, tmp_path / "model" / "speaker" / "pytorch_model.bin")
+    backend = backend_from_config("speaker/pytorch_model.bin", tmp_path / "model")
+    assert isinstance(backend, PyannoteBackend) and backend.dim == 512
+    assert backend_from_config("resemblyzer", tmp_path / "model").dim == 256
+
+
+def test_pipeline_refuses_a_config_naming_a_server_file(tmp_path, secret_file, no_torch_load):
+    from pestalk_hf.pipeline import load_pipeline
+
+    model = _tiny_model(tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    config["voiceprint_backend"] = str(secret_file)
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="field 'voiceprint_backend'"):
+        load_pipeline(str(model))
+
+
+def test_space_model_box_loads_only_the_default_and_allow_listed_hub_ids(tmp_path, monkeypatch):
+    from .test_space import load_app
+
+    app = load_app()
+    loaded = []
+    monkeypatch.setattr(app, "_load_checked", lambda model: loaded.append(model) or object())
+    cache = app.ModelCache("/srv/default", max_models=2, allowed=("org/pestalk-a",))
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "config.json").write_text("{}")
+    answers = []
+    for box in (str(tmp_path / "real"), str(tmp_path / "nothing"), "/etc", "/nonexistent", "../..", "org/other"):
+        with pytest.raises(ValueError, match="cannot load model") as info:
+            cache.get(box)
+        answers.append(str(info.value).replace(repr(box[:200]), "<box>"))
+    assert len(set(answers)) == 1, answers  # the answer does not depend on what exists on the server
+    assert loaded == []  # and nothing was looked up
+    cache.get("")
+    cache.get("org/pestalk-a")
+    assert loaded == ["/srv/default", "org/pestalk-a"]
+
+    monkeypatch.setenv("PESTALK_SPACE_MODELS", " org/a, org/b ,,org/a")
+    assert app.allowed_models_from_env() == ("org/a", "org/b")
+    for bad in ("/srv/models", "./local", "../up", "org/../x", "~/m", "https://evil/x", "a/b/c"):
+        with pytest.raises(ValueError, match="PESTALK_SPACE_MODELS may only list Hub model ids"):
+            app.allowed_models_from_env(bad)
+
+
+def test_dataset_rows_cannot_make_the_loader_read_server_files(tmp_path, secret_file):
+    import io as _io
+
+    import soundfile as sf
+
+    from pestalk_hf.data.loading import decode_example
+
+    root = tmp_path / "dataset"
+    (root / "audio").mkdir(parents=True)
+    buf = _io.BytesIO()
+    sf.write(buf, (0.1 * np.sin(np.arange(16000) / 5)).astype(np.float32), 16000, format="FLAC")
+    (root / "audio" / "clip.flac").write_bytes(buf.getvalue())
+    (root / "audio" / "out.flac").symlink_to(secret_file)
+    os.mkfifo(root / "audio" / "pipe.flac")
+
+    def row(path: str) -> dict:
+        return {"id": "c", "audio": {"bytes": None, "path": path}, "blendshapes": np.zeros((30, 52)), "fps": 30}
+
+    for path in ("/dev/zero", str(secret_file), "audio/clip.flac"):  # by default, no path is ever opened
+        with pytest.raises(ValueError, match="is not read"):
+            decode_example(row(path))
+    for path, reason in (("/dev/zero", "outside the dataset folder"), (str(secret_file), "outside"),
+                         ("../server/secret.txt", "outside"), ("audio/out.flac", "outside"),
+                         ("audio/pipe.flac", "not a regular file"), ("audio/none.flac", "does not exist")):
+        with pytest.raises(ValueError, match=reason):
+            decode_example(row(path), audio_root=root)
+    decoded = decode_example(row("audio/clip.flac"), audio_root=root)
+    assert decoded["waveform"].shape == (16000,)
+    decoded = decode_example(row(str(root / "audio" / "clip.flac")), audio_root=root)  # absolute, inside
+    assert decoded["blendshapes"].shape == (30, 52)

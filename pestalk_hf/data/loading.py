@@ -63,12 +63,17 @@ def load_style_matrix(path_or_repo: str | Path) -> tuple[np.ndarray, dict[str, A
 # Decoding
 # ----------------------------------------------------------------------------------------------
 def decode_example(example: dict[str, Any], sampling_rate: int = SAMPLING_RATE,
-                   frame_tolerance: int = 2) -> dict[str, Any]:
+                   frame_tolerance: int = 2, audio_root: str | Path | None = None) -> dict[str, Any]:
     """One schema row → ``waveform`` (N,) float32 at ``sampling_rate``, ``blendshapes`` (T, 52) float32.
 
     Label length is made exactly ``ceil(N / sr × 30)``: a mismatch of up to ``frame_tolerance``
     frames (rounding in a video pipeline) is fixed by trimming or repeating the last frame; a
     larger one means misaligned data and raises ValueError.
+
+    Audio comes from the row's ``audio.bytes`` (our datasets always embed it). A row's ``audio.path``
+    is data too, so it is never opened unless the caller names a dataset folder ``audio_root``: then
+    a path (relative to it, or absolute) is read only if, resolved, it is a regular file inside
+    ``audio_root`` (so ``/dev/zero``, ``../../etc/...`` or a symlink out are refused with ValueError).
     """
     audio = example["audio"]
     data = audio.get("bytes") if isinstance(audio, dict) else None
@@ -76,7 +81,7 @@ def decode_example(example: dict[str, Any], sampling_rate: int = SAMPLING_RATE,
         path = audio.get("path") if isinstance(audio, dict) else None
         if not path:
             raise ValueError(f"clip {example.get('id')!r} has no audio bytes or path")
-        data = Path(path).read_bytes()
+        data = _read_audio_path(str(path), audio_root, example.get("id"))
     wav, sr = decode_audio_bytes(data)
     if sr != sampling_rate:
         import soxr
@@ -98,6 +103,33 @@ def decode_example(example: dict[str, Any], sampling_rate: int = SAMPLING_RATE,
     out = {k: v for k, v in example.items() if k not in ("audio", "blendshapes")}
     out.update(waveform=wav.astype(np.float32, copy=False), sampling_rate=sampling_rate, blendshapes=labels)
     return out
+
+
+MAX_AUDIO_FILE_BYTES = 1 << 30
+"""Largest audio file :func:`decode_example` reads from a row's ``audio.path`` (inside ``audio_root``)."""
+
+
+def _read_audio_path(path: str, audio_root: str | Path | None, clip_id: Any) -> bytes:
+    if audio_root is None:
+        raise ValueError(
+            f"clip {clip_id!r} has no audio bytes; its audio.path {path!r} is not read (rows are data, not a "
+            "licence to open server files): pass audio_root=<dataset folder> to read paths inside it"
+        )
+    import stat
+
+    root = Path(audio_root).resolve()
+    target = (root / path).resolve()  # an absolute path replaces root, then must still lie inside it
+    if root not in target.parents:
+        raise ValueError(f"clip {clip_id!r}: audio.path {path!r} is outside the dataset folder {root}")
+    try:
+        st = target.stat()
+    except OSError:
+        raise ValueError(f"clip {clip_id!r}: audio.path {path!r} does not exist in the dataset folder") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"clip {clip_id!r}: audio.path {path!r} is not a regular file")
+    if st.st_size > MAX_AUDIO_FILE_BYTES:
+        raise ValueError(f"clip {clip_id!r}: audio.path {path!r} is larger than {MAX_AUDIO_FILE_BYTES} bytes")
+    return target.read_bytes()
 
 
 def load_clips(path_or_repo: str | Path, split: str = "train", streaming: bool = True, **kwargs: Any) -> Any:
