@@ -227,12 +227,7 @@ def read_gltf(path: str | Path, *, external_files: bool = False) -> GltfDocument
     if raw[:4] == GLB_MAGIC:
         gltf, buffers = _parse_glb(raw, path, external_files)
     else:
-        try:
-            gltf = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: neither a GLB (no 'glTF' magic) nor a glTF JSON file") from exc
-        if not isinstance(gltf, dict):
-            raise ValueError(f"{path}: the glTF JSON is not an object")
+        gltf = _json_object(raw, f"{path}: neither a GLB (no 'glTF' magic) nor a glTF JSON file")
         buffers = [_load_uri(b.get("uri"), path, external_files) for b in gltf.get("buffers", [])]
     if not str(gltf.get("asset", {}).get("version", "")).startswith("2"):
         raise ValueError(f"{path}: only glTF 2.0 is supported (asset.version={gltf.get('asset', {}).get('version')!r})")
@@ -254,12 +249,7 @@ def _parse_glb(raw: bytes, path: Path, external_files: bool) -> tuple[dict[str, 
         length, ctype = struct.unpack_from("<II", raw, offset)
         chunk = raw[offset + 8: offset + 8 + length]
         if ctype == CHUNK_JSON and gltf is None:
-            try:
-                gltf = json.loads(chunk.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ValueError(f"{path}: the GLB's JSON chunk is not valid JSON") from exc
-            if not isinstance(gltf, dict):
-                raise ValueError(f"{path}: the GLB's JSON chunk is not an object")
+            gltf = _json_object(chunk, f"{path}: the GLB's JSON chunk is not a JSON object")
         elif ctype == CHUNK_BIN and not binary:
             binary = chunk
         offset += 8 + length
@@ -269,6 +259,17 @@ def _parse_glb(raw: bytes, path: Path, external_files: bool) -> tuple[dict[str, 
     for i, b in enumerate(gltf.get("buffers", [])):
         buffers.append(binary if i == 0 and "uri" not in b else _load_uri(b.get("uri"), path, external_files))
     return gltf, buffers
+
+
+def _json_object(raw: bytes, error: str) -> dict[str, Any]:
+    """UTF-8 JSON bytes that must hold an object; ValueError(``error``) otherwise."""
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(error) from exc
+    if not isinstance(value, dict):
+        raise ValueError(error)
+    return value
 
 
 def _load_uri(uri: Any, base: Path, external_files: bool) -> bytes:
