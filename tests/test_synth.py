@@ -285,3 +285,143 @@ def test_cli_writes_a_dataset(tmp_path: Path):
     pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
     assert len(pairs) == 3 * 7 * 2 and {p["intensity"] for p in pairs} == {1, 2}
     assert cli.main(["--output", str(out), "--num-speakers", "0"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------- Kokoro speakers
+def test_kokoro_speakers_are_planned_without_changing_the_espeak_ones():
+    from pestalk_hf.data.synth import SpeakerProfile, kokoro_speed, make_speakers, num_kokoro_speakers
+
+    voices = ["af_heart", "am_michael"]
+    plain, mixed = make_speakers(5, 0), make_speakers(5, 0, kokoro_fraction=0.4, kokoro_voices=voices)
+    assert num_kokoro_speakers(5, 0.4) == 2 and num_kokoro_speakers(3, 0.5) == 2 and num_kokoro_speakers(4, 0.0) == 0
+    kokoro = [s for s in mixed if s.tts == "kokoro"]
+    assert len(kokoro) == 2 and make_speakers(5, 0, 0.4, voices) == mixed  # seeded
+    for a, b in zip(plain, mixed):
+        assert (a.articulation, a.brow_accent, a.blink_rate) == (b.articulation, b.brow_accent, b.blink_rate)
+        if b.tts == "espeak":
+            assert a == b
+    for s in kokoro:
+        assert s.voice.startswith("kokoro:") and 0.9 <= s.base_speed <= 1.1
+        names = [s.kokoro_voice] if isinstance(s.kokoro_voice, str) else list(s.kokoro_voice)
+        assert set(names) <= set(voices) and len(set(names)) == len(names)
+        if isinstance(s.kokoro_voice, dict):
+            assert sum(s.kokoro_voice.values()) == pytest.approx(1.0) and 0.3 <= min(s.kokoro_voice.values()) <= 0.5
+    # one voice only: no mixes; more Kokoro speakers than voices still works
+    solo = make_speakers(4, 1, kokoro_fraction=1.0, kokoro_voices=["af_heart"])
+    assert {s.kokoro_voice for s in solo} == {"af_heart"}
+    with pytest.raises(ValueError, match="voice pack"):
+        make_speakers(3, 0, kokoro_fraction=0.5)
+    with pytest.raises(ValueError, match="kokoro_fraction"):
+        make_plan(SynthConfig(kokoro_fraction=1.5))
+    fast = SpeakerProfile("x", "kokoro:af_heart", 0, 0, 0, 1.0, 0.1, 10.0, tts="kokoro", kokoro_voice="af_heart",
+                          base_speed=1.1)
+    assert kokoro_speed(fast, "neutral", 3) == pytest.approx(1.1)
+    assert kokoro_speed(fast, "sad", 3) == pytest.approx(1.1 * 0.78) and kokoro_speed(fast, "sad", 1) == pytest.approx(1.1 * 0.89)
+
+
+def test_aligned_phones_get_espeak_stress():
+    from pestalk_hf.data.aligner import AlignedPhone
+    from pestalk_hf.data.synth import stressed_ipa_phones
+
+    # CMUdict phones of "Bob made a happy puppy from the window." as the aligner gives them (eSpeak
+    # joins "from the" into one word, which the sequence matching must survive)
+    arpa = "SIL B AA B M EY D AH HH AE P IY P AH P IY F R AH M DH AH W IH N D OW SIL".split()
+    aligned = [AlignedPhone(n, 0.1 * i, 0.1 * (i + 1)) for i, n in enumerate(arpa)]
+    phones = stressed_ipa_phones(aligned, "Bob made a happy puppy from the window.")
+    assert [p.name for p in phones if p.name.startswith("ˈ")] == ["ˈɑ", "ˈæ", "ˈʌ", "ˈɪ"]
+    assert phones[0].name == "" and [p.start for p in phones] == [p.start for p in aligned]
+    assert all(phone_visemes(p.name) for p in phones)  # every name drives the viseme model
+
+
+def test_unalignable_kokoro_clip_is_retried_at_speed_1_then_skipped(monkeypatch: pytest.MonkeyPatch):
+    import dataclasses
+
+    from pestalk_hf.data import synth as S
+    from pestalk_hf.data.aligner import AlignedPhone, Alignment, AlignmentError
+
+    calls: list[float] = []
+
+    class FakeTTS:
+        def synthesize(self, text, voice, speed, align=True):
+            calls.append(speed)
+            return np.full(16000, 0.1 if speed == 1.0 else 0.2, np.float32), []
+
+    class FakeAligner:
+        def __init__(self, fail_at):
+            self.fail_at = fail_at
+
+        def align(self, wav, sr, text):
+            if float(wav[0]) in self.fail_at:
+                raise AlignmentError("impossible duration")
+            return Alignment([AlignedPhone("SIL", 0.0, 0.3), AlignedPhone("AA", 0.3, 0.8, 0), AlignedPhone("SIL", 0.8, 1.0)], [])
+
+    plan = make_plan(SynthConfig(num_speakers=1, num_sentences=2, emotions=("neutral", "sad"), seed=1))
+    plan.speakers = [dataclasses.replace(plan.speakers[0], tts="kokoro", kokoro_voice="af_heart", base_speed=1.0)]
+    plan.kokoro_voices_dir = "unused"
+    sad = plan.groups[0][1]
+    monkeypatch.setattr(S, "_kokoro_engine", lambda d: (FakeTTS(), FakeAligner({np.float32(0.2)})))
+    row, phones = S.generate_clip(plan, sad)  # the sad speed fails, speed 1.0 works
+    assert calls == [pytest.approx(0.78), 1.0] and phones[1][0].lstrip("ˈ") == "ɑ"
+    lead = int(round(phones[0][1] * 16000))  # the aligner's phones are shifted by the lead silence
+    assert len(row["blendshapes"]) == num_frames_for(lead + 16000 + 1600) and phones[-1][2] == pytest.approx(phones[0][1] + 1.0)
+    monkeypatch.setattr(S, "_kokoro_engine", lambda d: (FakeTTS(), FakeAligner({np.float32(0.1), np.float32(0.2)})))
+    result = S._generate_group(0, plan)
+    assert [r[0] is None for r in result] == [True, True] and "could not be aligned" in result[1][1][1]
+    skipped = {r[1][0] for r in result}
+    assert S.pair_records(plan, skipped) == S.pair_records(plan)[1:]  # group 0's pair is left out
+
+
+KOKORO_SENTENCES = ("Bob made a happy puppy from paper.", "Maybe we should move the boxes before noon.")
+
+
+def _kokoro_ready() -> None:
+    from pestalk_hf.data import kokoro_tts as K
+
+    if not K.is_available():
+        pytest.skip("needs the 'synth' extra: pip install -e '.[synth]'")
+    folder = K.default_voices_dir()
+    if not any((folder / f"{n}.bin").is_file() for n in K.ENGLISH_VOICES):
+        pytest.skip(f"no Kokoro voice packs in {folder}: run `python -m pestalk_hf.data.kokoro_tts fetch-voices "
+                    f"{folder} --voices af_heart,am_michael` or set PESTALK_KOKORO_VOICES")
+
+
+def test_kokoro_speaker_generation(tmp_path: Path):
+    _kokoro_ready()
+    cfg = SynthConfig(num_speakers=2, sentences=KOKORO_SENTENCES, emotions=("neutral", "sad"), seed=3,
+                      num_test_speakers=0, kokoro_fraction=0.5, rows_per_shard=4)
+    a = generate(cfg, tmp_path / "a")
+    b = generate(cfg, tmp_path / "b", num_proc=2)  # engines made lazily in the forked workers
+    assert a["skipped"] == {} == b["skipped"] and a["splits"]["train"]["clips"] == 8
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    for rel in files:  # deterministic for the seed, whatever num_proc is
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+    style = json.loads((tmp_path / "a" / "style_matrix.json").read_text())
+    tts = {p["name"]: p for p in style["speaker_profiles"]}
+    kokoro = [n for n, p in tts.items() if p["tts"] == "kokoro"]
+    assert len(kokoro) == 1 and style["config"]["kokoro_fraction"] == 0.5 and "kokoro_voices_dir" not in style["config"]
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert f"{kokoro[0]}: {tts[kokoro[0]]['voice'].removeprefix('kokoro:')}" in card and "Kokoro-82M" in card
+
+    align = {json.loads(x)["id"]: json.loads(x)["phones"] for x in (tmp_path / "a" / "alignments.jsonl").read_text().splitlines()}
+    clips = _stream(tmp_path / "a", "train")
+    assert {c["speaker"] for c in clips} == set(tts) and len(clips) == 8
+    seen = 0
+    for c in clips:
+        wav, bs = c["waveform"], np.asarray(c["blendshapes"])
+        assert bs.shape == (num_frames_for(len(wav)), 52) and bs.min() >= 0 and bs.max() <= 1 and c["fps"] == 30
+        if tts[c["speaker"]]["tts"] != "kokoro":
+            continue
+        seen += 1
+        phones = align[c["id"]]
+        speech = [p for p in phones if p[0]]
+        assert phones[-1][2] == pytest.approx(len(wav) / 16000 - 0.1, abs=0.002)  # tiles the speech + 0.1 s tail
+        assert [p[0].lstrip("ˈ") for p in speech[:3]] in (["b", "ɑ", "b"], ["m", "eɪ", "b"])
+        assert any(p[0].startswith("ˈ") for p in speech)  # stress for the brow accents
+        start, end = int(speech[0][1] * 30), int(speech[-1][2] * 30)
+        lead = int(phones[0][1] * 30)  # the lead silence added before Kokoro's own
+        jaw = bs[:, JAW]
+        assert jaw[:lead].max() < 0.05 and jaw[start:end].max() > 0.25 and jaw[start:end].std() > 0.04
+        rms_db = 20 * np.log10(np.sqrt(np.mean(wav[int(speech[0][1] * 16000):int(speech[-1][2] * 16000)] ** 2)))
+        assert -35 < rms_db < -10 and np.mean(np.abs(wav) >= 0.999) < 1e-3
+    assert seen == 4

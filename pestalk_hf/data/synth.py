@@ -8,6 +8,13 @@ PESTalk paper claims (ESMM retrieval, the disentanglement loss, the frequency st
 * speech comes from eSpeak NG (:mod:`pestalk_hf.data.espeak`); its phoneme events give exact
   timing. Speakers are eSpeak voice variants × accents × base pitch/rate/range; the eight MEAD
   emotions are prosody (rate, pitch, intonation range, loudness) scaled by the MEAD level.
+* optionally (``SynthConfig.kokoro_fraction``, install extra ``synth``) a share of the speakers
+  speak with the Kokoro-82M neural TTS (:mod:`pestalk_hf.data.kokoro_tts`): one voice pack or a
+  seeded mix of two, a base speed; emotions change only the speed and the loudness (Kokoro has
+  no pitch or range control). Phone timings come from forced alignment of the audio with the
+  sentence (:mod:`pestalk_hf.data.aligner`, PocketSphinx), converted to IPA; primary stress
+  (for the brow accents) is taken from eSpeak's phonemisation of the sentence, which is also
+  what Kokoro was given to speak.
 * lower face: phoneme → viseme targets blended with Cohen–Massaro dominance functions
   (coarticulation), evaluated on the 30 fps grid, amplitude following the local loudness.
 * upper face + mouth corners: the known style matrix ``style[speaker, emotion, 52]`` (saved as
@@ -39,11 +46,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 import numpy as np
 
@@ -191,7 +199,13 @@ STYLE_CHANNELS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class SpeakerProfile:
-    """One synthetic speaker: eSpeak voice and base prosody, plus facial traits."""
+    """One synthetic speaker: eSpeak voice and base prosody, plus facial traits.
+
+    ``tts="kokoro"``: the speaker speaks with Kokoro-82M; ``kokoro_voice`` is a voice-pack name or a
+    ``{name: weight}`` mix, ``base_speed`` its speaking speed. ``voice`` is then ``"kokoro:<voice>"``
+    (for reading) and ``pitch``/``rate``/``range`` are unused (they are still drawn, so the facial
+    traits of every speaker are the same whatever ``kokoro_fraction`` is).
+    """
 
     name: str
     voice: str
@@ -201,6 +215,9 @@ class SpeakerProfile:
     articulation: float  # mouth-opening gain
     brow_accent: float  # brow raise on stressed syllables
     blink_rate: float  # blinks per minute when neutral
+    tts: str = "espeak"  # "espeak" or "kokoro"
+    kokoro_voice: str | dict | None = None
+    base_speed: float = 1.0
 
 
 @dataclass
@@ -220,6 +237,10 @@ class SynthConfig:
     rows_per_shard: int = 500
     sentences: tuple[str, ...] | None = None
     license: str = "cc-by-4.0"
+    # share of speakers that speak with Kokoro-82M (extra ``synth``); voice packs from
+    # ``kokoro_voices_dir`` (default: kokoro_tts.default_voices_dir(), i.e. $PESTALK_KOKORO_VOICES)
+    kokoro_fraction: float = 0.0
+    kokoro_voices_dir: str | None = None
 
     def validate(self) -> None:
         """Raise ValueError for configurations that cannot produce a valid dataset."""
@@ -237,6 +258,10 @@ class SynthConfig:
             raise ValueError("rows_per_shard must be >= 1")
         if self.sentences is not None and len(set(self.sentences)) != len(self.sentences):
             raise ValueError("sentences must be distinct")
+        if not (isinstance(self.kokoro_fraction, (int, float)) and 0.0 <= self.kokoro_fraction <= 1.0):
+            raise ValueError(f"kokoro_fraction must be in [0, 1], got {self.kokoro_fraction!r}")
+        if self.kokoro_voices_dir is not None and not isinstance(self.kokoro_voices_dir, (str, os.PathLike)):
+            raise ValueError(f"kokoro_voices_dir must be a folder path or None, got {self.kokoro_voices_dir!r}")
 
 
 @dataclass(frozen=True)
@@ -262,6 +287,7 @@ class Plan:
     sentence_split: dict[int, str]
     test_speakers: list[int]
     groups: list[list[ClipSpec]] = field(default_factory=list)
+    kokoro_voices_dir: str | None = None  # resolved folder of the voice packs (Kokoro speakers only)
 
     def clips(self, split: str | None = None) -> list[ClipSpec]:
         """All clips, in generation order, optionally of one split."""
@@ -276,16 +302,35 @@ def _default_count(value: int | None, n: int, frac: float, minimum_n: int) -> in
     return max(1, round(frac * n)) if n >= minimum_n else 0
 
 
-def make_speakers(n: int, seed: int) -> list[SpeakerProfile]:
-    """``n`` distinct speakers: variants are cycled in a seeded order, accents and prosody drawn."""
+def num_kokoro_speakers(n: int, kokoro_fraction: float) -> int:
+    """``round(kokoro_fraction * n)``, halves rounded up (0.5 × 3 → 2)."""
+    return int(math.floor(kokoro_fraction * n + 0.5))
+
+
+def make_speakers(n: int, seed: int, kokoro_fraction: float = 0.0,
+                  kokoro_voices: Sequence[str] = ()) -> list[SpeakerProfile]:
+    """``n`` distinct speakers: variants are cycled in a seeded order, accents and prosody drawn.
+
+    ``kokoro_fraction``: :func:`num_kokoro_speakers` speakers (chosen by the seed) speak with Kokoro
+    instead, using only ``kokoro_voices`` (the packs that are present): primary voices cycle in a
+    seeded order; a speaker gets a seeded mix of its voice with another one (weight U(0.3, 0.7))
+    with probability 1/2, and always once every voice has been used; base speed U(0.9, 1.1).
+    Everything the eSpeak speakers draw is unchanged by ``kokoro_fraction``.
+    """
     rng = np.random.default_rng([seed, 202])
     order = rng.permutation(len(VARIANTS))
+    n_kokoro = num_kokoro_speakers(n, kokoro_fraction)
+    kokoro_voices = list(kokoro_voices)
+    if n_kokoro and not kokoro_voices:
+        raise ValueError("kokoro_fraction > 0 needs at least one Kokoro voice pack")
+    kokoro_ids = sorted(int(i) for i in np.random.default_rng([seed, 206]).permutation(n)[:n_kokoro])
+    voice_order = [kokoro_voices[int(i)] for i in np.random.default_rng([seed, 207]).permutation(len(kokoro_voices))]
     speakers = []
     for i in range(n):
         r = np.random.default_rng([seed, 203, i])
         variant = VARIANTS[order[i % len(VARIANTS)]]
         accent = ACCENTS[int(r.integers(len(ACCENTS)))]
-        speakers.append(SpeakerProfile(
+        speaker = SpeakerProfile(
             name=f"synth{i:03d}",
             voice=f"{accent}+{variant}",
             pitch=int(r.integers(30, 71)),
@@ -294,8 +339,29 @@ def make_speakers(n: int, seed: int) -> list[SpeakerProfile]:
             articulation=float(r.uniform(0.8, 1.2)),
             brow_accent=float(r.uniform(0.0, 0.2)),
             blink_rate=float(r.uniform(10.0, 25.0)),
-        ))
+        )
+        if i in kokoro_ids:
+            j = kokoro_ids.index(i)
+            k = np.random.default_rng([seed, 208, i])
+            main = voice_order[j % len(voice_order)]
+            voice: str | dict = main
+            if len(voice_order) > 1 and (j >= len(voice_order) or k.random() < 0.5):
+                others = [v for v in voice_order if v != main]
+                other = others[int(k.integers(len(others)))]
+                w = round(float(k.uniform(0.3, 0.7)), 4)
+                voice = {main: round(1.0 - w, 4), other: w}
+            speed = round(float(k.uniform(0.9, 1.1)), 4)
+            speaker = SpeakerProfile(**{**asdict(speaker), "voice": f"kokoro:{kokoro_voice_label(voice)}",
+                                        "tts": "kokoro", "kokoro_voice": voice, "base_speed": speed})
+        speakers.append(speaker)
     return speakers
+
+
+def kokoro_voice_label(voice: str | dict) -> str:
+    """``af_heart`` or ``af_heart*0.62+am_michael*0.38`` (a mix)."""
+    if isinstance(voice, str):
+        return voice
+    return "+".join(f"{name}*{w:g}" for name, w in voice.items())
 
 
 def make_style_matrix(num_speakers: int, seed: int) -> np.ndarray:
@@ -356,8 +422,17 @@ def make_plan(config: SynthConfig) -> Plan:
     sentence_split.update({k: "test" for k in perm[n_val:n_val + n_test]})
     sentence_split.update({k: "train" for k in perm[n_val + n_test:]})
     test_speakers = sorted(int(i) for i in rng.permutation(n_spk)[:n_test_spk])
-    plan = Plan(config, sentences, make_speakers(n_spk, config.seed),
-                make_style_matrix(n_spk, config.seed), sentence_split, test_speakers)
+    voices_dir, voices = None, []
+    if num_kokoro_speakers(n_spk, config.kokoro_fraction) > 0:
+        from . import kokoro_tts
+
+        if not kokoro_tts.is_available():
+            raise kokoro_tts.KokoroUnavailable("kokoro_fraction > 0 needs the 'synth' extra: pip install 'pestalk-hf[synth]'")
+        voices_dir = str(config.kokoro_voices_dir or kokoro_tts.default_voices_dir())
+        voices = kokoro_tts.KokoroVoiceBank(voices_dir).names  # only the packs present (sha256-checked)
+    plan = Plan(config, sentences, make_speakers(n_spk, config.seed, config.kokoro_fraction, voices),
+                make_style_matrix(n_spk, config.seed), sentence_split, test_speakers,
+                kokoro_voices_dir=voices_dir)
     for s in range(n_spk):
         for k in range(n_sent):
             split = "test_speakers" if s in test_speakers else sentence_split[k]
@@ -588,18 +663,137 @@ def voice_settings(speaker: SpeakerProfile, emotion: str, level: int) -> VoiceSe
     )
 
 
+def kokoro_speed(speaker: SpeakerProfile, emotion: str, level: int) -> float:
+    """Kokoro speed for ``emotion`` at MEAD ``level``: ``base_speed · (1 + f·(rate − 1))`` in [0.5, 2]."""
+    p, f = EMOTION_PROSODY[emotion], LEVEL_FACTOR[level]
+    return float(np.clip(speaker.base_speed * (1 + f * (p["rate"] - 1)), 0.5, 2.0))
+
+
+def volume_factor(emotion: str, level: int) -> float:
+    """Amplitude factor of ``emotion`` at ``level`` (eSpeak's volume / 100), in [0, 2]."""
+    p, f = EMOTION_PROSODY[emotion], LEVEL_FACTOR[level]
+    return float(np.clip(1 + f * (p["volume"] - 1), 0.0, 2.0))
+
+
+class ClipSkipped(RuntimeError):
+    """A clip that cannot be made (a Kokoro utterance the aligner cannot align, even at speed 1)."""
+
+
+_KOKORO: dict[str, tuple[int, Any, Any]] = {}  # voices folder → (pid, KokoroTTS, Aligner)
+
+
+def _kokoro_engine(voices_dir: str) -> tuple[Any, Any]:
+    """This process's KokoroTTS and Aligner, created on first use *in this process*: onnxruntime
+    sessions (and the PocketSphinx decoder) must not be shared across a fork, so an engine
+    inherited from the parent (other pid) is never used."""
+    entry = _KOKORO.get(voices_dir)
+    if entry is None or entry[0] != os.getpid():
+        from .aligner import Aligner
+        from .kokoro_tts import KokoroTTS, KokoroVoiceBank
+
+        entry = (os.getpid(), KokoroTTS(KokoroVoiceBank(voices_dir)), Aligner())
+        _KOKORO[voices_dir] = entry
+    return entry[1], entry[2]
+
+
+_ARPABET_VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())
+
+
+def espeak_stress(sentence: str, voice: str = "en-us") -> list[tuple[str, bool]]:
+    """eSpeak NG's phonemisation of ``sentence`` as ARPAbet phones with a primary-stress flag
+    (on the first vowel of every eSpeak phoneme marked 'ˈ'). Unmappable symbols are dropped."""
+    from .aligner import espeak_phonemes, ipa_to_arpabet
+
+    out: list[tuple[str, bool]] = []
+    for clause in espeak_phonemes(sentence, voice, separator="_"):
+        for name in clause.replace(" ", "_").split("_"):
+            if not name:
+                continue
+            try:
+                arpa = ipa_to_arpabet(name)
+            except KeyError:
+                continue
+            stressed = "ˈ" in name
+            for a in arpa:
+                out.append((a, stressed and a in _ARPABET_VOWELS))
+                stressed = stressed and a not in _ARPABET_VOWELS
+    return out
+
+
+def stressed_ipa_phones(aligned: Sequence[Any], sentence: str, voice: str = "en-us") -> list[Phone]:
+    """Aligned ARPAbet phones → IPA :class:`Phone` (``SIL`` → ``''``), primary stress 'ˈ' prefixed
+    to the vowels eSpeak stresses.
+
+    The aligner's phones carry no stress; Kokoro is fed eSpeak's phonemes, so eSpeak's stress is
+    the stress Kokoro was asked to realise. The two phone sequences are matched with difflib (eSpeak
+    joins clitics such as "from the" into one word and may pick other pronunciations than CMUdict),
+    so a vowel outside a matched stretch simply gets no stress mark.
+    """
+    import difflib
+
+    from .aligner import ARPABET_TO_IPA, SIL
+
+    ref = espeak_stress(sentence, voice)
+    idx = [i for i, p in enumerate(aligned) if p.name != SIL]
+    sm = difflib.SequenceMatcher(a=[ref_name for ref_name, _ in ref], b=[aligned[i].name for i in idx], autojunk=False)
+    stressed: set[int] = set()
+    for block in sm.get_matching_blocks():
+        for k in range(block.size):
+            if ref[block.a + k][1]:
+                stressed.add(idx[block.b + k])
+    return [Phone(("ˈ" if i in stressed else "") + ARPABET_TO_IPA[p.name], p.start, p.end, p.word)
+            for i, p in enumerate(aligned)]
+
+
+def _kokoro_utterance(plan: Plan, speaker: SpeakerProfile, spec: ClipSpec) -> tuple[np.ndarray, list[Phone]]:
+    """(16 kHz waveform, IPA phones) of a Kokoro speaker's clip; see :func:`generate_clip`."""
+    from .aligner import AlignmentError
+
+    assert plan.kokoro_voices_dir is not None, "plan has Kokoro speakers but no voices folder"
+    tts, aligner = _kokoro_engine(plan.kokoro_voices_dir)
+    sentence = plan.sentences[spec.sentence]
+    speed = kokoro_speed(speaker, spec.emotion, spec.level)
+    errors = []
+    for sp in dict.fromkeys((speed, 1.0)):  # retry once at speed 1.0
+        wav, _ = tts.synthesize(sentence, speaker.kokoro_voice, sp, align=False)
+        try:
+            aligned = aligner.align(wav, SAMPLING_RATE, sentence).phones
+        except AlignmentError as exc:
+            errors.append(f"speed {sp:.3f}: {exc}")
+            continue
+        voice = speaker.kokoro_voice
+        main = voice if isinstance(voice, str) else max(voice, key=lambda v: voice[v])
+        phones = stressed_ipa_phones(aligned, sentence, "en" if main.startswith("b") else "en-us")
+        return (wav * volume_factor(spec.emotion, spec.level)).astype(np.float32), phones
+    raise ClipSkipped(f"{spec.id}: Kokoro speech could not be aligned ({'; '.join(errors)})")
+
+
 def generate_clip(plan: Plan, spec: ClipSpec) -> tuple[dict[str, Any], list[tuple[str, float, float]]]:
-    """Synthesise one clip: (schema row, phone alignment [(ipa, start_s, end_s), ...])."""
+    """Synthesise one clip: (schema row, phone alignment [(ipa, start_s, end_s), ...]).
+
+    eSpeak speakers: :func:`voice_settings` (rate, pitch, range, volume) and eSpeak's phone events.
+    Kokoro speakers: speed :func:`kokoro_speed` and amplitude × :func:`volume_factor` only —
+    Kokoro-82M has no pitch or intonation-range control, so those parts of the emotion prosody
+    are missing; phones are the forced alignment of the audio with the sentence (IPA, stress from
+    eSpeak, :func:`stressed_ipa_phones`). When the aligner fails, the clip is made again at speed 1.0,
+    then :class:`ClipSkipped` is raised. Everything after the speech (lead silence, visemes,
+    style, accents, blinks) is the same for both.
+    """
     speaker = plan.speakers[spec.speaker]
     e_idx = EMOTIONS.index(spec.emotion)
     rng = np.random.default_rng([plan.config.seed, 505, spec.speaker, spec.sentence, e_idx, spec.level])
-    utt = synthesize(plan.sentences[spec.sentence], voice_settings(speaker, spec.emotion, spec.level),
-                     seed=int(rng.integers(2**31 - 1)), sampling_rate=SAMPLING_RATE)
+    espeak_seed = int(rng.integers(2**31 - 1))  # drawn for Kokoro speakers too: same stream after it
+    if speaker.tts == "kokoro":
+        speech, speech_phones = _kokoro_utterance(plan, speaker, spec)
+    else:
+        utt = synthesize(plan.sentences[spec.sentence], voice_settings(speaker, spec.emotion, spec.level),
+                         seed=espeak_seed, sampling_rate=SAMPLING_RATE)
+        speech, speech_phones = utt.waveform, utt.phones
     lead = int(rng.uniform(0.1, 0.3) * SAMPLING_RATE)
-    wav = np.concatenate([np.zeros(lead, np.float32), utt.waveform, np.zeros(SAMPLING_RATE // 10, np.float32)])
+    wav = np.concatenate([np.zeros(lead, np.float32), speech, np.zeros(SAMPLING_RATE // 10, np.float32)])
     wav = np.clip(wav + rng.normal(0.0, 1e-4, len(wav)).astype(np.float32), -1.0, 1.0)
     shift = lead / SAMPLING_RATE
-    phones = [Phone(p.name, p.start + shift, p.end + shift, p.word) for p in utt.phones]
+    phones = [Phone(p.name, p.start + shift, p.end + shift, p.word) for p in speech_phones]
 
     T = num_frames_for(len(wav))
     env = loudness_envelope(wav, T)
@@ -639,12 +833,17 @@ def _init_worker(plan: Plan) -> None:
     _WORKER_PLAN = plan
 
 
-def _generate_group(g: int, plan: Plan | None = None) -> list[tuple[dict[str, Any], list, float]]:
+def _generate_group(g: int, plan: Plan | None = None) -> list[tuple[dict[str, Any] | None, Any, float]]:
+    """``(row, phones, seconds)`` per clip of group ``g``; a skipped clip is ``(None, (id, why), 0.0)``."""
     plan = plan if plan is not None else _WORKER_PLAN
     assert plan is not None, "worker not initialised"
-    out = []
+    out: list[tuple[dict[str, Any] | None, Any, float]] = []
     for spec in plan.groups[g]:
-        row, align = generate_clip(plan, spec)
+        try:
+            row, align = generate_clip(plan, spec)
+        except ClipSkipped as exc:
+            out.append((None, (spec.id, str(exc)), 0.0))
+            continue
         out.append((row, align, _row_seconds(row)))
     return out
 
@@ -680,18 +879,23 @@ class _ShardWriter:
         self.buffers: dict[tuple[str, int], list[dict[str, Any]]] = {}
         self.stats = {s: {"clips": 0, "seconds": 0.0} for s in self.counts}
         self.alignments: list[str] = []
+        self.skipped: dict[str, str] = {}
 
-    def add(self, g: int, result: list[tuple[dict[str, Any], list, float]]) -> None:
+    def add(self, g: int, result: list[tuple[dict[str, Any] | None, Any, float]]) -> None:
         key = self.shard_of[g]
-        self.buffers.setdefault(key, []).extend(row for row, _, _ in result)
+        self.buffers.setdefault(key, []).extend(row for row, _, _ in result if row is not None)
         for row, align, seconds in result:
+            if row is None:
+                self.skipped[align[0]] = align[1]
+                continue
             self.stats[key[0]]["clips"] += 1
             self.stats[key[0]]["seconds"] += seconds
             self.alignments.append(json.dumps({"id": row["id"], "phones": align}, ensure_ascii=False))
         self.remaining[key] -= 1
         if self.remaining[key] == 0:
-            path = self.output / shard_name(key[0], key[1], self.counts[key[0]])
-            write_parquet_shard(self.buffers.pop(key), path)
+            rows = self.buffers.pop(key)
+            if rows:  # every clip of the shard skipped: no file (the other shards keep their names)
+                write_parquet_shard(rows, self.output / shard_name(key[0], key[1], self.counts[key[0]]))
 
 
 def generate(config: SynthConfig, output: str | Path, num_proc: int = 1,
@@ -738,34 +942,51 @@ def generate(config: SynthConfig, output: str | Path, num_proc: int = 1,
             enable_progress_bar()
 
     (output / "alignments.jsonl").write_text("\n".join(writer.alignments) + "\n", encoding="utf-8")
-    _write_pairs(plan, output / "pairs.jsonl")
+    _write_pairs(plan, output / "pairs.jsonl", skipped=writer.skipped)
     _write_style(plan, output / "style_matrix.json")
     wall = time.perf_counter() - t0
     total = sum(s["seconds"] for s in writer.stats.values())
     summary = {"splits": writer.stats, "shards": writer.counts, "seconds_of_audio": total, "wall_seconds": wall,
                "speed_x_realtime": total / wall if wall > 0 else float("inf"), "num_proc": num_proc}
+    if any(s.tts == "kokoro" for s in plan.speakers):
+        summary["skipped"] = dict(writer.skipped)  # clip id → why (Kokoro clips the aligner could not align)
     _write_card(plan, output / "README.md", summary)
     return summary
 
 
-def pair_records(plan: Plan) -> list[dict[str, Any]]:
-    """Neutral↔emotional pairs: same speaker, same sentence, every emotional clip once."""
+def pair_records(plan: Plan, skipped: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Neutral↔emotional pairs: same speaker, same sentence, every emotional clip once
+    (pairs with a ``skipped`` clip id left out)."""
     out = []
     for group in plan.groups:
         neutral = group[0]
         for spec in group[1:]:
+            if neutral.id in skipped or spec.id in skipped:
+                continue
             out.append({"neutral_id": neutral.id, "emotional_id": spec.id, "speaker": plan.speakers[spec.speaker].name,
                         "sentence": plan.sentences[spec.sentence], "emotion": spec.emotion,
                         "intensity": spec.level, "split": spec.split})
     return out
 
 
-def _write_pairs(plan: Plan, path: Path) -> None:
-    lines = [json.dumps(r, ensure_ascii=False) for r in pair_records(plan)]
+def _write_pairs(plan: Plan, path: Path, skipped: Collection[str] = ()) -> None:
+    lines = [json.dumps(r, ensure_ascii=False) for r in pair_records(plan, skipped)]
     path.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
 
 
+_KOKORO_PROFILE_KEYS = ("tts", "kokoro_voice", "base_speed")
+_KOKORO_CONFIG_KEYS = ("kokoro_fraction", "kokoro_voices_dir")  # the folder is a local path: never written
+
+
+def _profile_dict(speaker: SpeakerProfile, kokoro: bool) -> dict[str, Any]:
+    """A profile as saved: without the Kokoro fields when no speaker uses Kokoro (the files of an
+    eSpeak-only dataset stay what they were before Kokoro existed)."""
+    d = asdict(speaker)
+    return d if kokoro else {k: v for k, v in d.items() if k not in _KOKORO_PROFILE_KEYS}
+
+
 def _write_style(plan: Plan, path: Path) -> None:
+    kokoro = any(s.tts == "kokoro" for s in plan.speakers)
     doc = {
         "description": "style[speaker][emotion][channel] in [0,1]; emotion rows in MEAD order, channels in "
                        "ARKit alphabetical order. Row 'neutral' is the resting pose. A clip of level L uses "
@@ -777,9 +998,10 @@ def _write_style(plan: Plan, path: Path) -> None:
         "style_channels": list(STYLE_CHANNELS),
         "level_factor": {str(k): v for k, v in LEVEL_FACTOR.items()},
         "intensity_curve": {"offset": 0.75, "gain": 0.25, "loudness_db_range": [-45.0, -10.0]},
-        "speaker_profiles": [asdict(s) for s in plan.speakers],
+        "speaker_profiles": [_profile_dict(s, kokoro) for s in plan.speakers],
         "test_speakers": [plan.speakers[i].name for i in plan.test_speakers],
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(plan.config).items()},
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(plan.config).items()
+                   if k not in _KOKORO_CONFIG_KEYS or (kokoro and k == "kokoro_fraction")},
         "style": np.round(plan.style, 6).tolist(),
     }
     path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
@@ -795,6 +1017,24 @@ def _write_card(plan: Plan, path: Path, summary: dict[str, Any]) -> None:
     table = "\n".join(f"| {s} | {summary['splits'][s]['clips']} | {summary['splits'][s]['seconds'] / 60:.1f} |"
                       for s in splits)
     cfg = plan.config
+    kokoro = [s for s in plan.speakers if s.tts == "kokoro"]
+    if not kokoro:
+        speech = "Speech is eSpeak NG; lips follow its phoneme\ntiming"
+        align_doc = "the eSpeak IPA phone timeline (seconds) of every clip."
+        kokoro_doc = ""
+    else:
+        n_esp = len(plan.speakers) - len(kokoro)
+        speech = (f"Speech is eSpeak NG ({n_esp} speakers) and the\nKokoro-82M neural TTS "
+                  f"({len(kokoro)} speakers, int8 ONNX, Apache-2.0 weights); lips follow the phone\ntiming")
+        align_doc = ("the IPA phone timeline (seconds) of every clip: eSpeak's phone events for\n"
+                     "  eSpeak speakers; PocketSphinx forced alignment (ARPAbet → IPA, primary stress from eSpeak's\n"
+                     "  phonemisation) for Kokoro speakers.")
+        skipped = summary.get("skipped") or {}
+        kokoro_doc = ("* Kokoro speakers (voice pack, or `name*weight` mix of two packs of kokoro-js 1.2.1; base speed):\n"
+                      + "".join(f"  - {s.name}: {kokoro_voice_label(s.kokoro_voice)}, speed {s.base_speed:g}\n"
+                                for s in kokoro)
+                      + "  Emotions change only their speed and loudness: Kokoro has no pitch or range control.\n"
+                      + f"  Clips the aligner could not align (left out, also from `pairs.jsonl`): {len(skipped)}.\n")
     content = f"""---
 license: {cfg.license}
 pretty_name: EmoStyle-Synth
@@ -810,8 +1050,7 @@ tags:
 # EmoStyle-Synth
 
 Synthetic speech → 52 ARKit blendshapes (30 fps) with **known** per-speaker × per-emotion
-styles, in the 3D-EmoStyle schema of PESTalk-HF. Speech is eSpeak NG; lips follow its phoneme
-timing through viseme targets with coarticulation; upper face and mouth corners follow the style
+styles, in the 3D-EmoStyle schema of PESTalk-HF. {speech} through viseme targets with coarticulation; upper face and mouth corners follow the style
 matrix in `style_matrix.json`, scaled by a loudness-driven intensity curve; blinks and gaze shifts
 are procedural. Generated by `hub_scripts/make_emostyle_synth.py` (seed {cfg.seed}).
 
@@ -824,7 +1063,7 @@ are procedural. Generated by `hub_scripts/make_emostyle_synth.py` (seed {cfg.see
 * {len(plan.speakers)} speakers, {len(plan.sentences)} sentences, emotions {", ".join(cfg.emotions)},
   MEAD levels {", ".join(map(str, cfg.intensity_levels))}; every sentence in every emotion.
 * `pairs.jsonl`: neutral ↔ emotional clip ids (same speaker and sentence).
-* `alignments.jsonl`: the eSpeak IPA phone timeline (seconds) of every clip.
+{kokoro_doc}* `alignments.jsonl`: {align_doc}
 * Audio: 16 kHz mono FLAC bytes (`Audio(decode=False)`); decode with soundfile.
 
 Not real faces and not real voices: use it to test and debug, not as a benchmark of realism.
