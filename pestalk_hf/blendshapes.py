@@ -59,10 +59,48 @@ LIVELINK_HEAD_EYE_COLUMNS: tuple[str, ...] = (
     "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll",
     "RightEyeYaw", "RightEyePitch", "RightEyeRoll",
 )
-#: Full Live Link Face CSV header.
+#: Full Live Link Face CSV header, spelled as the app writes it ("BlendshapeCount", lower-case s:
+#: the header of the recording dwskillman/BlendFiles:MySlate_1_iPhone.csv, app v1.3.2).
 LIVELINK_CSV_HEADER: tuple[str, ...] = (
-    ("Timecode", "BlendShapeCount") + APPLE_NAMES + LIVELINK_HEAD_EYE_COLUMNS
+    ("Timecode", "BlendshapeCount") + APPLE_NAMES + LIVELINK_HEAD_EYE_COLUMNS
 )
+
+#: Eye rotation per unit of an EyeLook shape, in radians (35°): the app's eye angles are the
+#: EyeLook coefficients times this constant (see :func:`livelink_eye_rotations`).
+LIVELINK_EYE_MAX_ANGLE: float = float(np.deg2rad(35.0))
+
+
+def livelink_eye_rotations(weights: np.ndarray) -> np.ndarray:
+    """(T, 52) internal order → (T, 6) ``LeftEyeYaw, LeftEyePitch, LeftEyeRoll, RightEyeYaw, …`` (radians).
+
+    The mapping the Live Link Face app itself uses, recovered from a public recording
+    (dwskillman/BlendFiles:MySlate_1_iPhone.csv, 678 rows at 60 Hz; this formula reproduces its six
+    eye columns to ±1e-7 rad from its EyeLook columns):
+
+    * the app's ``LeftEye*`` columns follow ARKit's ``eyeLook*Right`` shapes and ``RightEye*`` follow
+      ``eyeLook*Left`` (ARKit names the shapes from the other side);
+    * gaze angles ``p = 35° × (lookDown − lookUp)`` (positive = looking down) and
+      ``y = 35° × (rightward − leftward)`` (positive = looking to the subject's right; rightward is
+      ``eyeLookOutRight`` / ``eyeLookInLeft``, leftward ``eyeLookInRight`` / ``eyeLookOutLeft``, as in
+      Apple's ARFaceAnchor documentation);
+    * the eye's rotation ``R = Ry(y) · Rx(p)`` written as intrinsic X-Y-Z Euler angles:
+      ``Yaw = asin(sin y · cos p)``, ``Pitch = atan2(sin p, cos y · cos p)``,
+      ``Roll = atan2(sin y · sin p, cos y)`` (≈ y·p, the small roll the recordings show).
+
+    The recording has no upward or outward gaze (``lookUp``/``lookOut`` are 0 throughout); their
+    sign (the opposite direction of ``lookDown``/``lookIn``) is an assumption.
+    """
+    w = _check_last_dim(np.asarray(weights, dtype=np.float64), NUM_BLENDSHAPES, "livelink_eye_rotations")
+    col = ARKIT_INDEX
+    out = []
+    # (app eye, ARKit shapes it follows, rightward shape, leftward shape)
+    for side, right_ward, left_ward in (("Right", "eyeLookOutRight", "eyeLookInRight"),
+                                        ("Left", "eyeLookInLeft", "eyeLookOutLeft")):
+        p = LIVELINK_EYE_MAX_ANGLE * (w[..., col[f"eyeLookDown{side}"]] - w[..., col[f"eyeLookUp{side}"]])
+        y = LIVELINK_EYE_MAX_ANGLE * (w[..., col[right_ward]] - w[..., col[left_ward]])
+        out += [np.arcsin(np.sin(y) * np.cos(p)), np.arctan2(np.sin(p), np.cos(y) * np.cos(p)),
+                np.arctan2(np.sin(y) * np.sin(p), np.cos(y))]
+    return np.stack(out, axis=-1)
 
 
 def _lower_first(name: str) -> str:

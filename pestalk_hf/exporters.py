@@ -2,7 +2,8 @@
 
 Formats an animator can open:
 
-* Live Link Face CSV (Unreal Engine / MetaHuman, Blender add-ons): Apple column order.
+* Live Link Face CSV (Unreal Engine / MetaHuman, Blender add-ons): the iPhone app's own layout
+  (Apple column order, timecode in 60ths of a second, eye rotations from the EyeLook shapes).
 * JSON: self-describing (fps, names, weights, emotion probabilities, style).
 * NPZ: numpy arrays, loadable without pickle.
 * GLB: the avatar's mesh and morph targets plus a ``weights`` animation channel at the animation's
@@ -35,6 +36,7 @@ from .blendshapes import (
     LIVELINK_CSV_HEADER,
     LIVELINK_HEAD_EYE_COLUMNS,
     NUM_BLENDSHAPES,
+    livelink_eye_rotations,
     match_morph_targets,
     normalize_blendshape_name,
     retarget_weights,
@@ -111,33 +113,95 @@ def check_weights(weights: Any) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 
 
+# The layout is that of the app's own recordings, checked against public takes:
+#   dwskillman/BlendFiles: MySlate_1_iPhone.csv + take.json (Live Link Face v1.3.2, iPhone14,8, 60 Hz):
+#   header "Timecode,BlendshapeCount,EyeBlinkLeft,…,RightEyeRoll", rows like
+#   "11:54:29:19.804,61,0.0182390027,…" — 10 decimals per value, eye/head rotations in radians
+#   (|LeftEyePitch| ≤ 0.14 while EyeLookDown ≈ 0.22). The timecode is HH:MM:SS:FF.fff where FF.fff
+#   is the position inside the second counted in 60ths (FF 00–59, .fff the fraction of a 60th):
+#   consecutive 60 Hz rows step by 1.001 (19.804, 20.805, …: 59.94 Hz), and the take's
+#   startTimecode 11:54:29:19.804 → endTimecode 11:54:40:37.884 spans 11 s + 18.080/60 = 11.3013 s,
+#   equal to its endTimestamp − startTimestamp (474880.631406 − 474869.330071 = 11.3013 s), not to
+#   11.38 s as it would if ".fff" were milliseconds. At 30 Hz a row is therefore 2 sixtieths:
+#   FF runs 00, 02, 04 … 58. (The UE exporter in the public "ARKit Remap" tool writes the same
+#   60-base fractional frames, "matching actual LLF recordings".)
+LIVELINK_TIMECODE_RATE = 60
+_TC_UNITS = LIVELINK_TIMECODE_RATE * 1000  # thousandths of a 60th per second
+
+
 def format_timecode(frame: int, fps: float) -> str:
-    """``HH:MM:SS:FF.mmm``: frame number within the second, ``.mmm`` the sub-frame (0 for us)."""
-    fps_int = max(1, int(round(fps)))
-    seconds, ff = divmod(int(frame), fps_int)
-    hh, rem = divmod(seconds, 3600)
-    mm, ss = divmod(rem, 60)
-    return f"{hh:02d}:{mm:02d}:{ss:02d}:{ff:02d}.000"
+    """Timecode of row ``frame`` at ``fps`` as Live Link Face writes it: ``HH:MM:SS:FF.fff`` in 60ths.
+
+    ``FF.fff`` is the time inside the second in 60ths of a second (3 decimals), so 30 fps rows
+    read ``…:00.000``, ``…:02.000``, ``…:04.000`` and 25 fps rows ``…:02.400``.
+    """
+    if fps <= 0:
+        raise ValueError(f"format_timecode: fps must be positive, got {fps}")
+    units = int(round(int(frame) * _TC_UNITS / float(fps)))
+    seconds, rem = divmod(units, _TC_UNITS)
+    ff, sub = divmod(rem, 1000)
+    hh, rest = divmod(seconds, 3600)
+    mm, ss = divmod(rest, 60)
+    return f"{hh:02d}:{mm:02d}:{ss:02d}:{ff:02d}.{sub:03d}"
+
+
+def parse_timecode(timecode: str) -> float:
+    """Seconds of a Live Link Face timecode ``HH:MM:SS:FF[.fff]`` (``FF.fff`` in 60ths of a second)."""
+    try:
+        hh, mm, ss, frames = timecode.strip().split(":")
+        value = int(hh) * 3600 + int(mm) * 60 + int(ss) + float(frames) / LIVELINK_TIMECODE_RATE
+    except ValueError:
+        raise ValueError(f"not a Live Link Face timecode (HH:MM:SS:FF.fff): {timecode!r}") from None
+    if not 0 <= float(frames) < LIVELINK_TIMECODE_RATE:
+        raise ValueError(f"timecode frame field {frames!r} is outside 0–{LIVELINK_TIMECODE_RATE}: {timecode!r}")
+    return value
 
 
 def write_livelink_csv(path: str | Path, weights: np.ndarray, fps: float) -> None:
-    """Write a Live Link Face CSV (52 shapes in Apple order; head/eye rotation columns are 0)."""
-    w = to_apple_order(check_weights(weights))
+    """Write a Live Link Face CSV as the iPhone app records it.
+
+    Header :data:`LIVELINK_CSV_HEADER`; each row: the timecode (:func:`format_timecode`, starting
+    at 00:00:00:00.000), the column count (61), the 52 shapes in Apple's order, then HeadYaw/Pitch/Roll
+    (0: we do not move the head) and the six eye rotations derived from the EyeLook shapes
+    (:func:`~pestalk_hf.blendshapes.livelink_eye_rotations`, radians). Values carry 10 decimals,
+    like the app's.
+    """
+    w = check_weights(weights)
+    apple = to_apple_order(w)
+    rotations = np.zeros((len(w), len(LIVELINK_HEAD_EYE_COLUMNS)), dtype=np.float64)
+    rotations[:, 3:] = livelink_eye_rotations(w)
     count = len(APPLE_NAMES) + len(LIVELINK_HEAD_EYE_COLUMNS)
-    zeros = ",".join("0" for _ in LIVELINK_HEAD_EYE_COLUMNS)
     buf = io.StringIO()
     buf.write(",".join(LIVELINK_CSV_HEADER) + "\n")
-    for t, row in enumerate(w):
-        buf.write(f"{format_timecode(t, fps)},{count}," + ",".join(f"{v:.6f}" for v in row) + f",{zeros}\n")
+    for t in range(len(w)):
+        values = [f"{v:.10f}" for v in apple[t].tolist()] + [f"{v:.10f}" for v in rotations[t].tolist()]
+        buf.write(f"{format_timecode(t, fps)},{count}," + ",".join(values) + "\n")
     with atomic_write(path, "w") as fh:
         fh.write(buf.getvalue())
+
+
+def read_livelink_timestamps(path: str | Path) -> np.ndarray:
+    """Seconds of every row of a Live Link Face CSV, from its ``Timecode`` column (:func:`parse_timecode`).
+
+    The first row is t = 0; a take that crosses midnight keeps counting up.
+    """
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.reader(fh) if r and any(cell.strip() for cell in r)]
+    if not rows or "timecode" not in [h.strip().lower() for h in rows[0]]:
+        raise ValueError(f"{path}: no Timecode column")
+    c = [h.strip().lower() for h in rows[0]].index("timecode")
+    t = np.array([parse_timecode(r[c]) for r in rows[1:]], dtype=np.float64)
+    if t.size:
+        t = np.where(t < t[0], t + 24 * 3600, t) - t[0]
+    return t
 
 
 def read_livelink_csv(path: str | Path) -> np.ndarray:
     """Read a Live Link Face CSV (or any CSV whose columns are ARKit names) → (T, 52) internal order.
 
     Columns are matched by name, so Apple order, alphabetical order or ``_L``/``_R`` spellings all
-    work; ``Timecode``, ``BlendShapeCount`` and head/eye rotations are ignored. Shapes without a
+    work; ``Timecode``, ``BlendshapeCount`` and head/eye rotations are ignored (rows are taken as
+    consecutive frames; :func:`read_livelink_timestamps` gives their times). Shapes without a
     column are 0. Raises ValueError if no column is an ARKit name.
     """
     with open(path, newline="") as fh:
@@ -225,12 +289,98 @@ def avatar_document(avatar: Avatar) -> tuple[GltfDocument, tuple[MorphMesh, ...]
     return doc, (MorphMesh(0, tuple(ARKIT_NAMES), match, (0,)),)
 
 
+# Extensions that point at accessors or bufferViews from places prune_unused_data does not walk:
+# with one of them in use the document is left as it is rather than risk a dangling index.
+_OPAQUE_DATA_EXTENSIONS = ("KHR_draco_mesh_compression", "EXT_meshopt_compression", "KHR_meshopt_compression")
+
+
+def _accessor_refs(gltf: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str | int]]:
+    """Every (container, key) whose value is an accessor index."""
+    for mesh in gltf.get("meshes", []):
+        for prim in mesh.get("primitives", []):
+            if "indices" in prim:
+                yield prim, "indices"
+            attr = prim.get("attributes", {})
+            yield from ((attr, k) for k in attr)
+            for target in prim.get("targets", []):
+                yield from ((target, k) for k in target)
+    for anim in gltf.get("animations", []):
+        for sampler in anim.get("samplers", []):
+            yield from ((sampler, k) for k in ("input", "output") if k in sampler)
+    for skin in gltf.get("skins", []):
+        if "inverseBindMatrices" in skin:
+            yield skin, "inverseBindMatrices"
+    for node in gltf.get("nodes", []):
+        attr = node.get("extensions", {}).get("EXT_mesh_gpu_instancing", {}).get("attributes", {})
+        yield from ((attr, k) for k in attr)
+
+
+def _view_refs(gltf: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
+    """Every (container, key) whose value is a bufferView index."""
+    for acc in gltf.get("accessors", []):
+        if "bufferView" in acc:
+            yield acc, "bufferView"
+        sparse = acc.get("sparse", {})
+        for part in ("indices", "values"):
+            if "bufferView" in sparse.get(part, {}):
+                yield sparse[part], "bufferView"
+    for image in gltf.get("images", []):
+        if "bufferView" in image:
+            yield image, "bufferView"
+
+
+def prune_unused_data(doc: GltfDocument) -> None:
+    """Drop accessors and bufferViews nothing refers to, renumber the rest, compact the buffer.
+
+    In place. Kept bufferViews are copied in their original order to a new buffer, each at a
+    4-byte-aligned offset (byteStride, target and the bytes are unchanged), so the Khronos
+    validator finds no UNUSED_OBJECT and the GLB does not carry a source asset's dropped
+    animation data. Documents using an extension that hides data references
+    (Draco/meshopt compression) are left untouched.
+    """
+    gltf = doc.gltf
+    used_ext = set(gltf.get("extensionsUsed", [])) | set(gltf.get("extensionsRequired", []))
+    if used_ext & set(_OPAQUE_DATA_EXTENSIONS):
+        return
+    accessors = gltf.get("accessors", [])
+    keep_acc = sorted({c[k] for c, k in _accessor_refs(gltf)})
+    acc_map = {old: new for new, old in enumerate(keep_acc)}
+    for container, key in list(_accessor_refs(gltf)):
+        container[key] = acc_map[container[key]]
+    if accessors:
+        gltf["accessors"] = [accessors[i] for i in keep_acc]
+    if not gltf.get("accessors"):
+        gltf.pop("accessors", None)
+    views = gltf.get("bufferViews", [])
+    keep_view = sorted({c[k] for c, k in _view_refs(gltf)})
+    view_map = {old: new for new, old in enumerate(keep_view)}
+    binary = bytearray()
+    new_views = []
+    for old in keep_view:
+        view = dict(views[old])
+        start = view.get("byteOffset", 0)
+        data = doc.binary[start:start + view["byteLength"]]
+        binary.extend(b"\0" * (-len(binary) % 4))
+        view["byteOffset"] = len(binary)
+        binary.extend(data)
+        new_views.append(view)
+    for container, key in list(_view_refs(gltf)):
+        container[key] = view_map[container[key]]
+    if new_views:
+        gltf["bufferViews"] = new_views
+    else:
+        gltf.pop("bufferViews", None)
+    doc.binary = binary
+
+
 def write_animation_glb(path: str | Path, weights: np.ndarray, fps: float, avatar: Avatar,
                         name: str = "pestalk") -> None:
     """Write the avatar's glTF plus one animation driving its morph weights (LINEAR, ``fps``).
 
-    Existing animations of the source asset are dropped (they would fight ours); the mesh,
-    materials and node hierarchy are kept byte-for-byte.
+    Existing animations of the source asset are dropped (they would fight ours), together with
+    every accessor and bufferView nothing refers to any more, and the binary buffer is compacted
+    (:func:`prune_unused_data`), so the file carries only what the scene and our animation need;
+    the meshes, materials, images and node hierarchy are kept (same data, renumbered indices).
     """
     w = check_weights(weights)
     if avatar.document is None or not avatar.morph_meshes:
@@ -249,6 +399,7 @@ def write_animation_glb(path: str | Path, weights: np.ndarray, fps: float, avata
         for node in mm.node_indices:
             channels.append({"sampler": len(samplers) - 1, "target": {"node": node, "path": "weights"}})
     doc.gltf["animations"] = [{"name": name, "samplers": samplers, "channels": channels}]
+    prune_unused_data(doc)
     with atomic_write(path, "wb") as fh:
         fh.write(doc.to_glb_bytes())
 

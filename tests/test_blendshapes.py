@@ -42,7 +42,7 @@ def test_apple_order_is_a_permutation_with_livelink_quirks():
     assert APPLE_NAMES.index("JawRight") + 1 == APPLE_NAMES.index("JawLeft")
     assert APPLE_NAMES.index("MouthRight") + 1 == APPLE_NAMES.index("MouthLeft")
     assert APPLE_NAMES[0] == "EyeBlinkLeft" and APPLE_NAMES[-1] == "TongueOut"
-    assert LIVELINK_CSV_HEADER[:3] == ("Timecode", "BlendShapeCount", "EyeBlinkLeft")
+    assert LIVELINK_CSV_HEADER[:3] == ("Timecode", "BlendshapeCount", "EyeBlinkLeft")
     assert len(LIVELINK_CSV_HEADER) == 2 + 52 + 9
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from pestalk_hf.animation import BlendshapeAnimation
 from pestalk_hf.avatar import ARKIT, load_avatar
-from pestalk_hf.blendshapes import LIVELINK_CSV_HEADER, match_morph_targets
-from pestalk_hf.exporters import format_timecode
-from pestalk_hf.gltf_io import read_gltf
+from pestalk_hf.blendshapes import APPLE_NAMES, LIVELINK_CSV_HEADER, LIVELINK_HEAD_EYE_COLUMNS, match_morph_targets
+from pestalk_hf.exporters import format_timecode, parse_timecode, prune_unused_data, read_livelink_timestamps
+from pestalk_hf.gltf_io import GltfDocument, read_gltf
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 AVATARS = ASSETS / "avatars"
@@ -56,10 +56,75 @@ def _validate(path: Path) -> dict:
     return json.loads(proc.stdout)
 
 
-def test_timecode_format():
+# A public Live Link Face take (dwskillman/BlendFiles: MySlate_1_iPhone.csv and take.json, app v1.3.2,
+# 60 Hz): its header, its first row's EyeLook shapes and eye rotations, and its take.json times.
+APP_HEADER = (
+    "Timecode,BlendshapeCount,EyeBlinkLeft,EyeLookDownLeft,EyeLookInLeft,EyeLookOutLeft,EyeLookUpLeft,"
+    "EyeSquintLeft,EyeWideLeft,EyeBlinkRight,EyeLookDownRight,EyeLookInRight,EyeLookOutRight,EyeLookUpRight,"
+    "EyeSquintRight,EyeWideRight,JawForward,JawRight,JawLeft,JawOpen,MouthClose,MouthFunnel,MouthPucker,"
+    "MouthRight,MouthLeft,MouthSmileLeft,MouthSmileRight,MouthFrownLeft,MouthFrownRight,MouthDimpleLeft,"
+    "MouthDimpleRight,MouthStretchLeft,MouthStretchRight,MouthRollLower,MouthRollUpper,MouthShrugLower,"
+    "MouthShrugUpper,MouthPressLeft,MouthPressRight,MouthLowerDownLeft,MouthLowerDownRight,MouthUpperUpLeft,"
+    "MouthUpperUpRight,BrowDownLeft,BrowDownRight,BrowInnerUp,BrowOuterUpLeft,BrowOuterUpRight,CheekPuff,"
+    "CheekSquintLeft,CheekSquintRight,NoseSneerLeft,NoseSneerRight,TongueOut,HeadYaw,HeadPitch,HeadRoll,"
+    "LeftEyeYaw,LeftEyePitch,LeftEyeRoll,RightEyeYaw,RightEyePitch,RightEyeRoll"
+)
+APP_EYE_LOOK = {"eyeLookDownLeft": 0.1126266047, "eyeLookInLeft": 0.0544237606,
+                "eyeLookDownRight": 0.1126226410, "eyeLookInRight": 0.0626601055}
+APP_EYE_ROTATIONS = [-0.0381863005, 0.0688475519, -0.0026325486, 0.0331669003, 0.0688375905, 0.0022863199]
+APP_TAKE = {"startTimecode": "11:54:29:19.804", "endTimecode": "11:54:40:37.884",
+            "startTimestamp": 474869330070726e-9, "endTimestamp": 474880631406169e-9}
+
+
+def test_timecode_counts_sixtieths_like_the_app():
     assert format_timecode(0, 30) == "00:00:00:00.000"
-    assert format_timecode(42, 30) == "00:00:01:12.000"
-    assert format_timecode(30 * 3661 + 5, 30) == "01:01:01:05.000"
+    assert format_timecode(1, 30) == "00:00:00:02.000"
+    assert format_timecode(42, 30) == "00:00:01:24.000"
+    assert format_timecode(30 * 3661 + 5, 30) == "01:01:01:10.000"
+    assert format_timecode(59, 60) == "00:00:00:59.000"
+    assert format_timecode(1, 25) == "00:00:00:02.400"
+    # the app's rule, checked on its own take: the timecodes span exactly the recorded timestamps
+    span = parse_timecode(APP_TAKE["endTimecode"]) - parse_timecode(APP_TAKE["startTimecode"])
+    assert span == pytest.approx(APP_TAKE["endTimestamp"] - APP_TAKE["startTimestamp"], abs=1e-4)
+    assert parse_timecode("00:00:01:24.000") == pytest.approx(1.4)
+    for bad in ("00:00:01", "00:00:00:60.000", "aa:00:00:00.000"):
+        with pytest.raises(ValueError):
+            parse_timecode(bad)
+
+
+def test_livelink_csv_reads_like_an_app_recording(tmp_path):
+    """Our CSV parsed with the app's rules: 60ths timecode → 1/30 s steps, app header, eye rotations."""
+    frames = 95  # > 3 s: crosses second boundaries
+    w = np.zeros((frames, 52), np.float32)
+    gaze = 0.55 + 0.45 * np.sin(np.arange(frames) / 7)
+    w[:, ARKIT.index("eyeLookInLeft")] = w[:, ARKIT.index("eyeLookOutRight")] = gaze  # a rightward look
+    w[:, ARKIT.index("eyeLookDownLeft")] = w[:, ARKIT.index("eyeLookDownRight")] = 0.3
+    w[:11] = 0.0
+    for name, value in APP_EYE_LOOK.items():  # frame 10: the app's first recorded row
+        w[10, ARKIT.index(name)] = value
+    w[:, ARKIT.index("jawOpen")] = np.linspace(0, 1, frames)
+    path = BlendshapeAnimation(w).to_livelink_csv(tmp_path / "a.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0] == APP_HEADER  # the app's column names and order
+    rows = [line.split(",") for line in lines[1:]]
+    assert len(rows) == frames and all(len(r) == 63 and r[1] == "61" for r in rows)
+    # the frame field counts 60ths: 00, 02, … 58 at 30 Hz, the sub-frame is 0
+    assert {r[0][9:] for r in rows} == {f"{2 * k:02d}.000" for k in range(30)}
+    t = read_livelink_timestamps(path)
+    np.testing.assert_allclose(np.diff(t), 1 / 30, atol=1e-9)  # no double speed, no hold
+    assert t[-1] == pytest.approx((frames - 1) / 30)
+    # values: 10 decimals like the app; the shapes read back
+    assert all(len(cell.split(".")[1]) == 10 for cell in rows[20][2:])
+    np.testing.assert_allclose(BlendshapeAnimation.from_livelink_csv(path).weights, w, atol=1e-9)
+    eyes = np.array([[float(r[2 + 52 + 3 + k]) for k in range(6)] for r in rows])
+    head = np.array([[float(r[2 + 52 + k]) for k in range(3)] for r in rows])
+    assert np.all(head == 0) and np.all(eyes[:10] == 0)
+    np.testing.assert_allclose(eyes[10], APP_EYE_ROTATIONS, atol=1e-6)  # the app's own numbers
+    moving = eyes[11:]
+    assert np.all(moving[:, [0, 3]] > 0.03)  # yaw > 0: looking to the subject's right, both eyes
+    assert np.all(moving[:, [1, 4]] > 0.15)  # pitch > 0: looking down (35° × 0.3 ≈ 0.18 rad)
+    assert np.ptp(moving[:, 0]) > 0.2  # follows the EyeLook curve
+    assert np.abs(eyes).max() < np.deg2rad(40)  # radians, within the eye's range
 
 
 def test_livelink_csv_round_trip(tmp_path):
@@ -67,14 +132,15 @@ def test_livelink_csv_round_trip(tmp_path):
     path = anim.to_livelink_csv(tmp_path / "a.csv")
     lines = path.read_text().splitlines()
     assert lines[0].split(",") == list(LIVELINK_CSV_HEADER)
+    assert list(LIVELINK_CSV_HEADER) == ["Timecode", "BlendshapeCount", *APPLE_NAMES, *LIVELINK_HEAD_EYE_COLUMNS]
     assert len(lines) == 1 + anim.num_frames
     first = lines[1].split(",")
     assert first[0] == "00:00:00:00.000" and first[1] == "61" and len(first) == len(LIVELINK_CSV_HEADER)
     # Apple order: column "JawOpen" holds our jawOpen
     col = LIVELINK_CSV_HEADER.index("JawOpen")
-    assert float(first[col]) == pytest.approx(float(anim.weight("jawOpen")[0]), abs=1e-6)
+    assert float(first[col]) == pytest.approx(float(anim.weight("jawOpen")[0]), abs=1e-9)
     back = BlendshapeAnimation.from_livelink_csv(path)
-    np.testing.assert_allclose(back.weights, anim.weights, atol=1e-6)
+    np.testing.assert_allclose(back.weights, anim.weights, atol=1e-9)
     assert back.fps == 30
 
 
@@ -193,9 +259,69 @@ def test_glb_animation_is_retargeted_and_reads_back(written_glb):
 
 
 def test_glb_passes_khronos_validator(written_glb):
+    """0 errors, 0 warnings and 0 infos (no UNUSED_OBJECT left over from the source asset)."""
     report = _validate(written_glb[0])
     assert report["issues"]["numErrors"] == 0, report["issues"]["messages"][:5]
     assert report["issues"]["numWarnings"] == 0, report["issues"]["messages"][:5]
+    assert report["issues"]["numInfos"] == 0, report["issues"]["messages"][:5]
+
+
+def test_glb_keeps_only_what_the_animation_needs(written_glb):
+    """The source's own animation and its accessors/bufferViews are gone; the buffer is compact."""
+    path, anim, _, source = written_glb
+    doc = read_gltf(path)
+    gltf = doc.gltf
+    n_views = len(gltf["bufferViews"])
+    used_views = {a["bufferView"] for a in gltf["accessors"] if "bufferView" in a}
+    used_views |= {a["sparse"][p]["bufferView"] for a in gltf["accessors"] if "sparse" in a
+                   for p in ("indices", "values")}
+    used_views |= {i["bufferView"] for i in gltf.get("images", []) if "bufferView" in i}
+    assert used_views == set(range(n_views))
+    # the views tile the buffer: only 4-byte alignment padding between them
+    spans = sorted((v.get("byteOffset", 0), v["byteLength"]) for v in gltf["bufferViews"])
+    gaps = [b[0] - (a[0] + a[1]) for a, b in zip(spans, spans[1:])]
+    assert all(0 <= g < 4 for g in gaps) and len(doc.binary) - (spans[-1][0] + spans[-1][1]) < 4
+    if source is not None:
+        src = read_gltf(source)
+        ours = 4 * anim.num_frames * (1 + sum(len(m.get("extras", {}).get("targetNames", [])) for m in
+                                             gltf["meshes"] if m.get("primitives", [{}])[0].get("targets")))
+        sg = src.gltf
+        anim_acc = {s[k] for a in sg.get("animations", []) for s in a["samplers"] for k in ("input", "output")}
+        other_views = {a.get("bufferView") for i, a in enumerate(sg["accessors"]) if i not in anim_acc}
+        anim_views = {sg["accessors"][i]["bufferView"] for i in anim_acc} - other_views
+        src_anim_bytes = sum(sg["bufferViews"][v]["byteLength"] for v in anim_views)
+        assert src_anim_bytes > 0 or not sg.get("animations")  # facecap brings its own capture
+        assert len(doc.binary) <= len(src.binary) - src_anim_bytes + ours + 4 * len(gltf["bufferViews"])
+
+
+def test_prune_unused_data_renumbers_and_compacts():
+    doc = GltfDocument({"asset": {"version": "2.0"}}, b"")
+    unused = doc.add_accessor(np.arange(100, dtype=np.float32), "SCALAR")
+    pos = doc.add_accessor(np.zeros((3, 3), np.float32), "VEC3")
+    img_view = doc.add_buffer_view(b"\x89PNG....")
+    times = doc.add_accessor(np.array([0.0, 1 / 30], np.float32), "SCALAR")
+    values = doc.add_accessor(np.array([0.0, 1.0], np.float32), "SCALAR", with_bounds=False)
+    doc.add_buffer_view(b"orphan view")
+    doc.gltf.update({
+        "meshes": [{"primitives": [{"attributes": {"POSITION": pos}, "targets": [{"POSITION": pos}]}]}],
+        "nodes": [{"mesh": 0}], "images": [{"bufferView": img_view, "mimeType": "image/png"}],
+        "animations": [{"samplers": [{"input": times, "output": values}],
+                        "channels": [{"sampler": 0, "target": {"node": 0, "path": "weights"}}]}],
+    })
+    assert unused == 0
+    before = {k: doc.accessor(i).copy() for k, i in (("pos", pos), ("t", times), ("v", values))}
+    prune_unused_data(doc)
+    g = doc.gltf
+    assert len(g["accessors"]) == 3 and len(g["bufferViews"]) == 4
+    prim = g["meshes"][0]["primitives"][0]
+    np.testing.assert_array_equal(doc.accessor(prim["attributes"]["POSITION"]), before["pos"])
+    assert prim["targets"][0]["POSITION"] == prim["attributes"]["POSITION"]
+    sampler = g["animations"][0]["samplers"][0]
+    np.testing.assert_array_equal(doc.accessor(sampler["input"]), before["t"])
+    np.testing.assert_array_equal(doc.accessor(sampler["output"]), before["v"])
+    view = g["bufferViews"][g["images"][0]["bufferView"]]
+    assert bytes(doc.binary[view["byteOffset"]:view["byteOffset"] + view["byteLength"]]) == b"\x89PNG...."
+    assert len(doc.binary) == 36 + 8 + 8 + 8  # 400 bytes of the unused accessor and the orphan view gone
 
 
 def test_save_writes_every_format(tmp_path):
