@@ -9,7 +9,9 @@ Exit codes (stable, for scripts):
 Errors are one-line messages, never tracebacks. Every input gets its own output names (``good.wav``
 and ``good.flac`` in one run become ``good_wav.*`` and ``good_flac.*``), so no file written in a run is
 overwritten by the same run; a failure of one input (bad audio, a write error) is reported, leaves no
-file of that input behind, and the batch goes on to a summary line.
+file of that input behind, and the batch goes on to a summary line. Temporary files of ours that a
+killed run left in the output folder (``.good.mp4.k3j9x2ab.mp4``: see :data:`STALE_TEMP_PATTERN`) are
+removed when the next run starts, if they are older than that run.
 """
 
 from __future__ import annotations
@@ -17,17 +19,28 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
+import stat
 import sys
+import time
 from pathlib import Path
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".mp4", ".mov", ".webm", ".opus"}
 FORMATS = ("csv", "json", "npz", "glb", "mp4", "png")
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # --dtype → torch dtype name
+#: Temp names of our atomic writers (:func:`pestalk_hf.exporters.atomic_write`/``atomic_path``:
+#: ``tempfile.mkstemp(prefix=".<stem>.<fmt>.", suffix=".tmp" | ".mp4" | ".png")``, 8 random characters).
+STALE_TEMP_PATTERN = re.compile(
+    r"^\.(?P<target>.+\.(?:" + "|".join(FORMATS) + r"))\.[a-z0-9_]{8}(?:\.tmp|\.mp4|\.png)$"
+)
+#: A temp file counts as stale only when it was last written this long before the run started: a
+#: concurrent run writing into the same folder touches its temp files every few frames.
+STALE_TEMP_MIN_AGE_S = 60.0
 
 ANIMATE_EPILOG = """\
 formats:
-  csv   Live Link Face CSV (iPhone app layout: Timecode, BlendShapeCount, 52 capitalised ARKit
+  csv   Live Link Face CSV (iPhone app layout: Timecode, BlendshapeCount, 52 capitalised ARKit
         names, head/eye rotations) — import into Unreal Engine / MetaHuman
   json  weights per frame + fps, names, emotion probabilities and the retrieved style
   npz   numpy arrays (weights (T, 52), names, fps)
@@ -51,6 +64,16 @@ def _positive_seconds(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
     return value
+
+
+def _smoothing(text: str) -> float:
+    from .postprocess import check_smoothing
+
+    try:
+        return check_smoothing(float(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err) if "smoothing" in str(err) else
+                                         f"expected a number of frames, got {text!r}") from None
 
 
 def _parse_formats(text: str) -> list[str]:
@@ -85,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--intensity", type=float, default=None, help="0 = neutral style, 1 = as retrieved, up to 2")
     p.add_argument("--speaker-style", default=None, help="use this library speaker's style (see `pestalk info`)")
     p.add_argument("--style-top-k", type=int, default=None, help="soft style retrieval over the k nearest entries")
-    p.add_argument("--smoothing", type=float, default=0.0, help="Gaussian smoothing sigma in frames (default 0)")
+    p.add_argument("--smoothing", type=_smoothing, default=0.0,
+                   help="Gaussian smoothing sigma in frames, 0–60 (default 0)")
     p.add_argument("--blinks", action="store_true", help="add procedural eye blinks")
     p.add_argument("--max-seconds", type=_positive_seconds, default=3600.0,
                    help="refuse longer inputs (seconds > 0; default 3600)")
@@ -193,6 +217,32 @@ def _check_output_folder(path: Path) -> None:
             break
 
 
+def remove_stale_temp_files(folder: Path, run_started: float, min_age: float = STALE_TEMP_MIN_AGE_S) -> list[Path]:
+    """Remove temp files of ours that a killed run left in ``folder`` (not in sub-folders).
+
+    Only plain files (not links) whose name matches :data:`STALE_TEMP_PATTERN` and whose last write is
+    more than ``min_age`` seconds before ``run_started`` (a ``time.time()``); anything else in the folder
+    is never touched. Returns the removed paths; files that cannot be removed are left alone.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        if not STALE_TEMP_PATTERN.match(path.name):
+            continue
+        try:
+            st = path.lstat()
+            if not stat.S_ISREG(st.st_mode) or st.st_mtime >= run_started - min_age:
+                continue
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return text or type(error).__name__
@@ -248,6 +298,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
     from .audio import AudioError
     from .avatar import load_avatar
 
+    run_started = time.time()
     try:
         files = collect_inputs(args.inputs)
         _check_output_folder(args.output)
@@ -267,6 +318,10 @@ def cmd_animate(args: argparse.Namespace) -> int:
     except OSError as err:
         print(f"pestalk: error: cannot create the output folder {args.output}: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
+    stale = remove_stale_temp_files(args.output, run_started)
+    if stale and not args.quiet:
+        print(f"pestalk: removed {len(stale)} temporary file(s) left in {args.output} by an interrupted run",
+              file=sys.stderr)
 
     failures = 0
     written_this_run: set[Path] = set()

@@ -75,6 +75,44 @@ def check_intensity(intensity: float | None) -> float | None:
     return value
 
 
+def describe_input(item: Any, limit: int = 120) -> str:
+    """A short, safe description of one pipeline input for error messages (never its content)."""
+    if isinstance(item, str) or hasattr(item, "__fspath__"):
+        text = repr(str(item))
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return f"<{len(item)} bytes>"
+    if isinstance(item, np.ndarray):
+        return f"<array {item.dtype} {tuple(item.shape)}>"
+    if isinstance(item, dict):
+        return f"<dict with keys {sorted(map(str, item))[:5]}>"
+    return f"<{type(item).__name__}>"
+
+
+class BatchError(ValueError):
+    """Some items of a list given to the pipeline failed; the good results are kept.
+
+    Attributes:
+        results: one entry per input, in order: a :class:`BlendshapeAnimation`, or the exception of
+            an item that failed.
+        failures: ``{index: exception}`` of the failed items.
+        good: ``{index: animation}`` of the items that worked.
+    """
+
+    def __init__(self, results: list[Any], failures: dict[int, Exception], inputs: list[Any]) -> None:
+        self.results = results
+        self.failures = failures
+        self.good = {i: r for i, r in enumerate(results) if i not in failures}
+        shown = [f"item {i} ({describe_input(inputs[i])}): {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+                 for i, e in list(failures.items())[:5]]
+        more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
+        super().__init__(
+            f"{len(failures)} of {len(results)} inputs failed: " + "; ".join(shown) + more
+            + f". The {len(self.good)} good result(s) are in this error's .results (failed items hold their"
+            " exception); pass errors='return' to get that list without an exception"
+        )
+
+
 class AudioToBlendshapePipeline(Pipeline):
     """Speech → 52 ARKit blendshapes at 30 fps, with emotion and personalised style.
 
@@ -92,7 +130,9 @@ class AudioToBlendshapePipeline(Pipeline):
         max_seconds: refuse longer audio (default 3600 s; must be > 0); long audio is processed in windows.
 
     Wrongly typed parameters (``emotion=True``, ``blinks="no"``) raise ``TypeError``; values out of
-    range or unknown names raise ``ValueError``, before any audio is decoded.
+    range or unknown names raise ``ValueError``, before any audio is decoded. In a list, one bad item
+    does not lose the others: :class:`BatchError` carries the good results (or ``errors="return"``
+    puts each failed item's exception in its place; see :meth:`__call__`).
 
     The voiceprint backend is ``voiceprint_backend=`` when given (the caller's choice: a backend, a
     name, a Hub id or a local checkpoint path), else the model config's ``voiceprint_backend``, which
@@ -153,11 +193,43 @@ class AudioToBlendshapePipeline(Pipeline):
         post = {"smoothing": check_smoothing(smoothing or 0.0), "blinks": bool(blinks), "blink_seed": int(blink_seed or 0)}
         return preprocess, forward, post
 
-    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
-        """One input → a :class:`BlendshapeAnimation`; a list → a list of them (see the class docstring)."""
+    def __call__(self, inputs: Any, *args: Any, errors: str = "raise", **kwargs: Any) -> Any:
+        """One input → a :class:`BlendshapeAnimation`; a list → a list of them, in order.
+
+        A list is animated item by item and one bad item never loses the others:
+
+        * ``errors="raise"`` (default): if any item fails, a :class:`BatchError` is raised after all
+          items were tried; it names every failed item (index, a short description, the reason) and
+          carries the good results in ``.results`` (a failed item's place holds its exception).
+        * ``errors="return"``: no exception; the returned list holds the exception object in the place
+          of each failed item (``isinstance(r, Exception)`` tells them apart).
+
+        Call parameters are checked once, before any item (a ``TypeError``/``ValueError`` for the whole
+        call). A single input raises its own error (``AudioError`` …) as before; a generator or dataset
+        is streamed lazily by transformers and stops at the first bad item.
+        """
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
         if isinstance(inputs, (list, tuple)) and len(inputs) == 0:
             raise ValueError("no audio given: pass one input (a path, bytes, an array, a dict) or a non-empty list")
-        return super().__call__(inputs, *args, **kwargs)
+        if not isinstance(inputs, list):
+            return super().__call__(inputs, *args, **kwargs)
+        kwargs.pop("num_workers", None)  # items run one by one: each waveform has its own length
+        kwargs.pop("batch_size", None)
+        pre, fwd, post = self._sanitize_parameters(**kwargs)
+        pre, fwd, post = ({**self._preprocess_params, **pre}, {**self._forward_params, **fwd},
+                          {**self._postprocess_params, **post})
+        results: list[Any] = []
+        failures: dict[int, Exception] = {}
+        for index, item in enumerate(inputs):
+            try:
+                results.append(self.run_single(item, pre, fwd, post))
+            except Exception as error:  # noqa: BLE001 - reported per item below
+                results.append(error)
+                failures[index] = error
+        if failures and errors == "raise":
+            raise BatchError(results, failures, inputs) from next(iter(failures.values()))
+        return results
 
     def preprocess(self, inputs: Any, sampling_rate: int | None = None, max_seconds: float = DEFAULT_MAX_SECONDS):
         waveform = load_audio(inputs, sampling_rate, max_seconds=max_seconds)
@@ -263,6 +335,25 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
+def is_pestalk_model(model: str, **kwargs: Any) -> bool:
+    """Whether the folder or Hub id ``model`` holds a PESTalk config (``model_type == "pestalk"``).
+
+    Reads ``config.json`` as a plain dict: nothing is instantiated and no remote code runs. ``revision``,
+    ``token``, ``cache_dir`` and ``local_files_only`` in ``kwargs`` are honoured; any failure → ``False``
+    (and transformers' own loading then reports the problem).
+    """
+    from transformers import PretrainedConfig
+
+    from .modeling.configuration_pestalk import PESTalkConfig
+
+    hub = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if kwargs.get(k) is not None}
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(model, **hub)
+    except Exception:  # missing, offline, corrupt: not ours to report here
+        return False
+    return isinstance(config_dict, dict) and config_dict.get("model_type") == PESTalkConfig.model_type
+
+
 def load_pipeline(
     model: str | None = None, device: str | int | None = None, int8: bool = False, **kwargs: Any
 ) -> AudioToBlendshapePipeline:
@@ -271,13 +362,22 @@ def load_pipeline(
     ``int8=True`` quantises the Linear layers dynamically (CPU inference only, fp32 weights).
     ``dtype=torch.bfloat16`` (a ``transformers.pipeline`` argument, passed through) loads the weights in
     bf16: the GPU default, and fast on CPUs with AVX512-BF16/AMX.
+
+    A folder written by :func:`pestalk_hf.hub.save_for_hub` (or its Hub repo) carries ``auto_map`` and a
+    ``custom_pipelines`` entry for users without this package; transformers' ``pipeline()`` insists on
+    ``trust_remote_code=True`` for any ``custom_pipelines`` entry. When the config's ``model_type`` is
+    ``"pestalk"`` this package's own classes are used instead (``pipeline_class=`` our pipeline; the model
+    through the ``AutoModel`` registration), so no remote code is needed or run.
     """
     from transformers import pipeline as hf_pipeline
 
     from . import DEFAULT_MODEL
 
     register_pipeline()
-    pipe = hf_pipeline(TASK, model=model or DEFAULT_MODEL, device=device, **kwargs)
+    model = model or DEFAULT_MODEL
+    if "pipeline_class" not in kwargs and isinstance(model, str) and is_pestalk_model(model, **kwargs):
+        kwargs["pipeline_class"] = AudioToBlendshapePipeline
+    pipe = hf_pipeline(TASK, model=model, device=device, **kwargs)
     if int8:
         if pipe.model.device.type != "cpu":
             raise ValueError("int8 dynamic quantisation runs on the CPU only")

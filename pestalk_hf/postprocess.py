@@ -14,11 +14,21 @@ from .modeling.configuration_pestalk import ARKIT_BLENDSHAPE_NAMES
 _BLINK_CHANNELS = [ARKIT_BLENDSHAPE_NAMES.index(n) for n in ("eyeBlinkLeft", "eyeBlinkRight")]
 
 
+#: Largest smoothing σ accepted, in frames (2 s at 30 fps). Beyond it every curve is flattened to its
+#: mean anyway, and the Gaussian kernel (8σ + 1 taps) grows without bound: σ = 2e7 took 184 s and 4.8 GB
+#: on a 2 s clip before this limit existed.
+MAX_SMOOTHING_FRAMES = 60.0
+
+
 def check_smoothing(sigma_frames: float) -> float:
-    """Validate a smoothing σ (frames): a finite number ≥ 0."""
+    """Validate a smoothing σ (frames): a finite number in ``[0, MAX_SMOOTHING_FRAMES]``."""
     sigma = float(sigma_frames)
     if sigma < 0 or not np.isfinite(sigma):
         raise ValueError(f"smoothing must be a finite number of frames ≥ 0, got {sigma_frames!r}")
+    if sigma > MAX_SMOOTHING_FRAMES:
+        raise ValueError(
+            f"smoothing must be at most {MAX_SMOOTHING_FRAMES:g} frames (2 s at 30 fps; 1–3 is usual), got {sigma_frames!r}"
+        )
     return sigma
 
 

@@ -488,6 +488,9 @@ def train(cfg: TrainingConfig, resume: bool | str | Path = False, progress: bool
         step, consumed = int(state["step"]), int(state["batches_consumed"])
         if main:
             logger.info("resumed from %s at step %d (%d batches consumed)", ckpt, step, consumed)
+    if resume and main:
+        # rows logged after the checkpoint we resume from are logged again by this run
+        truncate_metrics(out / "metrics.jsonl", step)
     if log_with is not None:
         accelerator.init_trackers("pestalk", config=_flat_for_tracker(cfg.to_dict()))
 
@@ -581,6 +584,32 @@ def _update_library_online(accelerator: Any, model: PESTalkModel, inputs: dict[s
         model.update_style_library(speaker_ids[keep], emotions[keep], pooled[keep], voiceprints[keep].float(), memory)
 
 
+def truncate_metrics(path: Path, step: int) -> int:
+    """Keep only the rows of ``metrics.jsonl`` with ``step <= step`` (and drop unreadable lines, such as
+    a line cut short by a kill); rewritten atomically. Returns the number of rows dropped."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            keep = isinstance(row, dict) and int(row["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            keep = False
+        if keep:
+            kept.append(line + "\n")
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        tmp.replace(path)
+    return dropped
+
+
 def _save_checkpoint(accelerator: Any, out: Path, step: int, consumed: int, keep: int) -> None:
     """``accelerator.save_state`` + the trainer state (written last: marks the checkpoint complete)."""
     path = out / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:07d}"
@@ -626,8 +655,42 @@ def rebuild_style_library(model: PESTalkModel, cfg: TrainingConfig, cache: Voice
     model.train(was_training)
 
 
+FINAL_TEMP_PREFIX = ".final-partial-"  # ``save_final_model`` builds the folder here, then renames it
+FINAL_OLD_PREFIX = ".final-old-"  # the previous final folder, between the two renames
+
+
 def save_final_model(model: PESTalkModel, cfg: TrainingConfig, stats: dict[str, Any], folder: Path, step: int) -> None:
-    """``save_pretrained`` (safetensors + copied modeling files) + training args + a data note."""
+    """``save_pretrained`` (safetensors + copied modeling files) + training args + a data note.
+
+    All-or-nothing: everything is written into a temporary sibling folder (``.final-partial-*``),
+    flushed to disk, and only then renamed to ``folder``; a previous ``folder`` is moved aside first and
+    deleted after. A run killed while saving leaves either the old complete folder or none (plus a
+    temp folder, removed by the next save), never a ``final/`` with weights but no json files.
+    """
+    import tempfile
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_final_temps(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=FINAL_TEMP_PREFIX, dir=folder.parent))
+    try:
+        _write_final_files(model, cfg, stats, tmp, step)
+        _fsync_tree(tmp)
+        old = None
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=FINAL_OLD_PREFIX, dir=folder.parent))
+            os.replace(folder, old / folder.name)
+        os.replace(tmp, folder)
+        _fsync_dir(folder.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_final_files(model: PESTalkModel, cfg: TrainingConfig, stats: dict[str, Any], folder: Path,
+                       step: int) -> None:
     model.config.voiceprint_backend = cfg.voiceprint_backend
     model.save_pretrained(str(folder))
     (folder / "training_args.json").write_text(json.dumps(cfg.to_dict(), indent=1), encoding="utf-8")
@@ -635,6 +698,35 @@ def save_final_model(model: PESTalkModel, cfg: TrainingConfig, stats: dict[str, 
             **{k: stats[k] for k in ("speakers", "num_clips", "seconds")},
             "mean_pose": stats["mean_pose"]}
     (folder / "training_data.json").write_text(json.dumps(note, indent=1), encoding="utf-8")
+
+
+def _remove_stale_final_temps(folder: Path) -> None:
+    """Temp folders of an earlier ``save_final_model`` that was killed (only our two prefixes)."""
+    for prefix in (FINAL_TEMP_PREFIX, FINAL_OLD_PREFIX):
+        for stale in folder.parent.glob(f"{prefix}*"):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory file descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _tensorboard_available() -> bool:

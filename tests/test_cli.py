@@ -72,7 +72,7 @@ def test_animate_real_speech_and_bad_inputs(tmp_path, tiny_model_dir, assets):  
 
     with open(out / "arctic_a0009.csv", newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0][:3] == ["Timecode", "BlendShapeCount", "EyeBlinkLeft"] and len(rows[0]) == 2 + 52 + 9
+    assert rows[0][:3] == ["Timecode", "BlendshapeCount", "EyeBlinkLeft"] and len(rows[0]) == 2 + 52 + 9
     seconds = sf.info(assets / "speech" / "cmu_arctic" / "arctic_a0009.wav").duration
     assert len(rows) - 1 == int(np.ceil(seconds * 30 - 1e-9))
     meta = json.loads((out / "emodb_happy.json").read_text())

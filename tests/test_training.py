@@ -209,6 +209,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_synth: Path, tmp_path: Path
     # the resumed session logged exactly the steps after the checkpoint, once more
     steps_logged = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps_logged[-(steps - saved):] == list(range(saved + 1, steps + 1))
+    assert steps_logged == list(range(1, steps + 1))  # rows after the checkpoint were dropped on resume
 
 
 def test_predict_dataset_returns_one_track_per_clip(tiny_synth: Path):

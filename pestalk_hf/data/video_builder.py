@@ -35,7 +35,9 @@ Resumability: clips are sorted by id, split, and cut into fixed groups of ``clip
 grouping is frozen in ``plan.json``. A shard is finished when its report part exists and (it has no
 ok clip or its Parquet file exists); both are written atomically, report first. A rerun after a kill
 redoes only unfinished shards, so no clip is duplicated; changing inputs or options under an existing
-``OUT`` is refused. ``num_proc`` runs shards in processes; ``shard=(i, n)`` takes every n-th shard
+``OUT`` is refused. A skipped clip's report entry records its files' size and mtime (``inputs``); when
+one of them has changed (a corrupt file replaced, a missing one added), the rerun redoes that shard
+(only that one), so fixed clips are retried. ``num_proc`` runs shards in processes; ``shard=(i, n)`` takes every n-th shard
 for multi-machine builds (copy the ``data/`` and ``reports/`` folders together, or rerun without
 ``shard`` on the merged folder, which only finalises, to get complete ``report.jsonl``/``pairs.jsonl``).
 """
@@ -443,11 +445,49 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def input_stats(spec: ClipSpec) -> dict[str, list[int] | None]:
+    """``{path: [size, mtime_ns]}`` (``None`` for a missing file) of a clip's video and audio files.
+
+    Recorded in the report entry of every clip that was skipped, so that a later run can tell that
+    the file was fixed (or appeared) and redo the shard: :func:`_shard_done`.
+    """
+    out: dict[str, list[int] | None] = {}
+    for path in (spec.video_path, spec.audio_path):
+        if path:
+            try:
+                st = os.stat(path)
+                out[str(path)] = [int(st.st_size), int(st.st_mtime_ns)]
+            except OSError:
+                out[str(path)] = None
+    return out
+
+
+def _inputs_changed(entry: dict[str, Any]) -> bool:
+    """A skipped clip whose recorded input files differ now (size, mtime, appeared or vanished)."""
+    recorded = entry.get("inputs")
+    if entry.get("status") == "ok" or not isinstance(recorded, dict):
+        return False  # reports written before inputs were recorded: cannot tell, keep them
+    for path, old in recorded.items():
+        try:
+            st = os.stat(path)
+            now = [int(st.st_size), int(st.st_mtime_ns)]
+        except OSError:
+            now = None
+        if now != old:
+            return True
+    return False
+
+
 def _shard_done(out_dir: Path, name: str) -> bool:
+    """Finished: report part written, Parquet written if it has ok clips, and no skipped clip whose
+    input files changed since (a fixed file is retried; the shard's good clips are rebuilt with it)."""
     report = out_dir / "reports" / f"{name}.jsonl"
     if not report.is_file():
         return False
-    has_rows = any(e["status"] == "ok" for e in _read_jsonl(report))
+    entries = _read_jsonl(report)
+    if any(_inputs_changed(e) for e in entries):
+        return False
+    has_rows = any(e["status"] == "ok" for e in entries)
     return not has_rows or (out_dir / "data" / f"{name}.parquet").is_file()
 
 
@@ -465,11 +505,15 @@ def run_shard(
     for spec in task.clips:
         row, entry = process_clip(spec, labeler, config)
         entry["shard"] = task.name
+        if entry["status"] != "ok":
+            entry["inputs"] = input_stats(spec)
         entries.append(entry)
         if row is not None:
             rows.append(row)
         if on_clip is not None:
             on_clip(entry)
+    if not rows:  # a redone shard that has no good clip any more: its old Parquet must not survive
+        (out_dir / "data" / f"{task.name}.parquet").unlink(missing_ok=True)
     _write_text_atomic(out_dir / "reports" / f"{task.name}.jsonl", _jsonl(entries))
     if rows:
         with _quiet_datasets():
