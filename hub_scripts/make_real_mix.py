@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-copies", type=int, default=1, help="augmented copies per GRID train clip")
     p.add_argument("--emodb-copies", type=int, default=3, help="augmented copies per EmoDB train clip")
     p.add_argument("--emotion-scale", type=float, default=0.6, help="strength of the emotion prototypes on EmoDB")
+    p.add_argument("--tts", action="append", default=[], metavar="SYNTH_DIR",
+                   help="neutral EmoStyle-Synth folder made with Kokoro voices (repeatable)")
+    p.add_argument("--tts-copies", type=int, default=1, help="augmented copies per TTS clip")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", "-o", required=True)
     return p
@@ -36,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     config = RealMixConfig(grid_dataset=args.grid_dataset, emodb_folder=args.emodb,
                            emodb_holdout=tuple(s.strip() for s in args.emodb_holdout.split(",") if s.strip()),
                            grid_copies=args.grid_copies, emodb_copies=args.emodb_copies,
-                           emotion_scale=args.emotion_scale, seed=args.seed)
+                           emotion_scale=args.emotion_scale, seed=args.seed,
+                           tts_datasets=tuple(args.tts), tts_copies=args.tts_copies)
     try:
         summary = build_real_mix(config, args.output)
     except (ValueError, FileNotFoundError) as err:

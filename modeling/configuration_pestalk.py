@@ -120,6 +120,8 @@ class PESTalkConfig(PretrainedConfig):
             frequency stream alone (with ``content_encoder_type="mel"`` the model has no wav2vec2 at all).
         mel_normalization: ``"utterance"`` subtracts each clip's mean log-mel per bin (over its valid frames)
             before the mel streams: microphone and room colouring are mostly a constant spectral tilt.
+        mel_level_feature: add each frame's absolute level (log mel power) as one more mel-stream input, so
+            that silence stays distinguishable from speech after ``mel_normalization``.
         emotion_class_weights: per-class weights of L_cls (e.g. inverse class frequencies), or None.
         style_emotion_from_classifier: at inference, retrieve the style of the emotion the classifier
             reports (the retrieval then only chooses the speaker), so the reported emotion and the
@@ -182,6 +184,7 @@ class PESTalkConfig(PretrainedConfig):
         content_kan: bool = False,
         use_temporal_stream: bool = True,
         mel_normalization: str = "none",
+        mel_level_feature: bool = False,
         emotion_class_weights: list[float] | None = None,
         style_emotion_from_classifier: bool = False,
         style_confidence_full: float | None = None,
@@ -236,6 +239,7 @@ class PESTalkConfig(PretrainedConfig):
         self.content_kan = content_kan
         self.use_temporal_stream = use_temporal_stream
         self.mel_normalization = mel_normalization
+        self.mel_level_feature = mel_level_feature
         self.emotion_class_weights = None if emotion_class_weights is None else [float(w) for w in emotion_class_weights]
         self.style_emotion_from_classifier = style_emotion_from_classifier
         self.style_confidence_full = style_confidence_full

@@ -189,20 +189,30 @@ class MelFrames(nn.Module):
         super().__init__()
         self.config = config
         self.mel = LogMelSpectrogram(config)
+        # + 1 channel: the frame's absolute level (see forward)
+        self.num_features = config.num_mel_bins + int(config.mel_level_feature)
         self.front = None
         if front_channels is not None:
-            bins = config.num_mel_bins
             self.front = nn.Sequential(
-                nn.Conv1d(bins, front_channels, 5, padding=2), nn.GELU(),
+                nn.Conv1d(self.num_features, front_channels, 5, padding=2), nn.GELU(),
                 nn.Conv1d(front_channels, front_channels, 5, padding=2), nn.GELU(),
             )
+            self.num_features = front_channels
 
     def forward(self, waveform: torch.Tensor, frame_mask: torch.Tensor, sample_lengths: torch.Tensor | None) -> torch.Tensor:
         cfg = self.config
         mel = self.mel(waveform)  # frame m centred at m · hop / sr (center=True)
         lengths = None if sample_lengths is None else sample_lengths // cfg.mel_hop_length + 1
+        level = None
+        if cfg.mel_level_feature:
+            # Per-utterance normalisation removes the absolute level, so digital silence would look like
+            # average speech: keep the frame's level, log mean mel power, mapped from [-24, 2] to [-1, 1]
+            # (digital silence is -23; speech at full scale has its median near -4, at -40 dB near -13).
+            level = ((mel.logsumexp(-1, keepdim=True) - math.log(mel.shape[-1]) + 11.0) / 13.0).clamp(-1.0, 1.0)
         if cfg.mel_normalization == "utterance":
             mel = normalize_log_mel(mel, lengths)
+        if level is not None:
+            mel = torch.cat([mel, level], dim=-1)
         if self.front is not None:
             mel = self.front(mel.transpose(1, 2)).transpose(1, 2)
         return resample_to_frames(mel, frame_mask.shape[1], cfg.fps, cfg.sampling_rate / cfg.mel_hop_length, 0.0, lengths)
@@ -275,7 +285,8 @@ class DualStreamEmotionExtractor(nn.Module):
             proj_in = self.temporal.hidden_size
         if config.use_frequency_stream:
             self.mel = MelFrames(config)
-            self.freq_in = nn.Sequential(nn.LayerNorm(config.num_mel_bins), nn.Linear(config.num_mel_bins, config.freq_hidden_size))
+            bins = self.mel.num_features
+            self.freq_in = nn.Sequential(nn.LayerNorm(bins), nn.Linear(bins, config.freq_hidden_size))
             self.freq_blocks = nn.ModuleList(
                 KANConformerBlock(
                     config.freq_hidden_size,

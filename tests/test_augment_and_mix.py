@@ -18,7 +18,7 @@ from pestalk_hf.data.augment import (
     synthetic_room_impulse,
     telephone,
 )
-from pestalk_hf.data.real_mix import emodb_labels, parse_lablaut, rest_pose_from_labels, sampa_to_ipa
+from pestalk_hf.data.real_mix import built_labels, parse_lablaut, rest_pose_from_labels, sampa_to_ipa
 from pestalk_hf.data.schema import ARKIT_BLENDSHAPE_NAMES, SAMPLING_RATE, num_frames_for
 
 SR = SAMPLING_RATE
@@ -129,11 +129,11 @@ def test_lablaut_parser_merges_consonant_parts_and_stops_at_the_end():
     assert sampa_to_ipa("+hoe") is None and sampa_to_ipa("S") == "ʃ" and sampa_to_ipa("kasp") == "k"
 
 
-def test_built_emodb_labels_close_the_lips_on_bilabials_and_rest_in_silence():
+def test_built_built_labels_close_the_lips_on_bilabials_and_rest_in_silence():
     rest = np.zeros(52, np.float32)
     rest[JAW] = 0.05
     wav = np.zeros(3 * SR // 2, np.float32)
-    labels = emodb_labels(parse_lablaut(LABLAUT), wav, "happy", rest, np.random.default_rng(0))
+    labels = built_labels(parse_lablaut(LABLAUT), wav, "happy", rest, np.random.default_rng(0))
     assert labels.shape == (45, 52) and labels.min() >= 0 and labels.max() <= 1
     jaw = labels[:, JAW]
     p_frame = int(0.575 * 30)  # the centre of /p/
@@ -182,8 +182,14 @@ def test_real_mix_from_a_tiny_grid_dataset_and_real_emodb(tmp_path, assets):
         name = ln.split(",")[0]
         (small / name).symlink_to(emodb / name)
         (small / name.replace(".wav", ".lablaut")).symlink_to(emodb / name.replace(".wav", ".lablaut"))
+    # a neutral TTS folder (eSpeak here; the default mix uses Kokoro voices — the mix does not care which)
+    from pestalk_hf.data.synth import SynthConfig, generate
+
+    generate(SynthConfig(num_speakers=1, num_sentences=2, emotions=("neutral",), num_test_speakers=0,
+                         num_validation_sentences=0, num_test_sentences=0), tmp_path / "tts")
     summary = build_real_mix(RealMixConfig(grid_dataset=str(grid), emodb_folder=str(small), emodb_holdout=("09",),
-                                           grid_copies=1, emodb_copies=1), tmp_path / "mix", progress=False)
+                                           grid_copies=1, emodb_copies=1, tts_datasets=(str(tmp_path / "tts"),)),
+                             tmp_path / "mix", progress=False)
     assert summary["rest_pose"]["jawOpen"] == pytest.approx(0.03, abs=1e-3)
     train = list(load_clips(tmp_path / "mix", split="train"))
     test = list(load_clips(tmp_path / "mix", split="test"))
@@ -191,5 +197,10 @@ def test_real_mix_from_a_tiny_grid_dataset_and_real_emodb(tmp_path, assets):
     assert {r["speaker"] for r in test} >= {"emodb09"} and all(r["speaker"] != "emodb09" for r in train)
     for r in train + test:
         assert r["blendshapes"].shape == (num_frames_for(len(r["waveform"])), 52)
+    tts = [r for r in train if r["source"] == "tts"]
+    assert len(tts) == 2 and all(r["emotion"] == 0 for r in tts)  # neutral
+    # rebuilt on GRID's rest pose: the jaw rests at GRID's 0.03 before the speech, opens during it
+    jaw = tts[0]["blendshapes"][:, JAW]
+    assert abs(jaw[0] - 0.03) < 0.02 and jaw.max() > 0.2
     boredom = sum(",boredom," in ln for ln in body)
     assert summary["skipped_boredom"] == boredom

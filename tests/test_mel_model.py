@@ -150,3 +150,21 @@ def test_mel_content_stream_can_use_kan_or_mlp_feed_forward():
     assert isinstance(make_mel_model().content_encoder.blocks[0].ffn1, FeedForward)
     assert isinstance(make_mel_model(content_kan=True).content_encoder.blocks[0].ffn1, KANFeedForward)
     assert isinstance(make_mel_model().emotion_extractor.freq_blocks[0].ffn1, KANFeedForward)  # Φ_E^f stays KAN
+
+
+def test_level_feature_keeps_silence_apart_from_speech_after_normalisation():
+    """Per-clip normalisation maps digital silence to the same all-zero input as 'average speech';
+    the level channel keeps them apart (the jaw must rest in silence)."""
+    from pestalk_hf.modeling.modeling_pestalk import MelFrames
+
+    silence, speech = torch.zeros(1, 16000), torch.randn(1, 16000) * 0.1
+    mask = torch.ones(1, 30, dtype=torch.bool)
+    plain = MelFrames(PESTalkConfig(**tiny_config_kwargs(**MEL)))
+    assert plain(silence, mask, None).abs().max() < 1e-4  # silence → the all-zero input, the mean of any clip
+    leveled = MelFrames(PESTalkConfig(**tiny_config_kwargs(**MEL, mel_level_feature=True)))
+    a, b = leveled(silence, mask, None), leveled(speech, mask, None)
+    assert a.shape[-1] == b.shape[-1] == 17  # 16 bins + level
+    assert a[..., -1].max() < -0.9  # digital silence (log power -23) near the floor
+    assert b[..., -1].mean() > -0.5
+    model = make_mel_model(mel_level_feature=True)  # the whole model builds and runs with it
+    assert model(speech).blendshapes.shape == (1, 30, 52)

@@ -13,6 +13,10 @@ Sources (all read by path, nothing copied into the project):
   ``emotion_scale``, everything on top of the **rest pose measured on GRID's real labels** (silent
   frames), plus blinks. Boredom has no class among our eight emotions and is left out (counted in the
   summary). Speakers ``emodb_holdout`` are written to the ``test`` split only.
+* **Neutral English TTS** (optional, ``tts_datasets``): EmoStyle-Synth folders made with Kokoro-82M voices
+  (``--kokoro-fraction 1``, neutral only). Natural-sounding English read speech by many voices — what the
+  classifier must call neutral, and more vocal tracts for the lips. Their labels are rebuilt like EmoDB's
+  (viseme model on the clip's aligned phones, on GRID's rest pose), so all built labels share one model.
 
 Output: ``data/{train,test}-*.parquet`` in the 3D-EmoStyle schema, ``README.md``, ``mix.json`` (what went
 in, counts, the measured rest pose).
@@ -126,9 +130,10 @@ def rest_pose_from_labels(tracks: Iterable[tuple[np.ndarray, np.ndarray]], quiet
     return (total / count).astype(np.float32)
 
 
-def emodb_labels(phones: list[Phone], waveform: np.ndarray, emotion: str, rest: np.ndarray,
+def built_labels(phones: list[Phone], waveform: np.ndarray, emotion: str, rest: np.ndarray,
                  rng: np.random.Generator, emotion_scale: float = 0.6) -> np.ndarray:
-    """Built (T, 52) labels for an EmoDB clip (see the module docstring)."""
+    """Built (T, 52) labels for a clip without a face: visemes on its phone times (lips closed on
+    bilabials), the emotion prototype at ``emotion_scale``, blinks, on the measured ``rest`` pose."""
     T = num_frames_for(len(waveform))
     lower = viseme_curves(phones, T)
     labels = np.repeat(rest[None], T, axis=0)
@@ -156,9 +161,12 @@ class RealMixConfig:
     rows_per_shard: int = 400
     seed: int = 0
     augment: dict[str, Any] = field(default_factory=dict)
+    tts_datasets: tuple[str, ...] = ()
+    tts_copies: int = 1
 
 
-def _grid_rows(folder: str, split: str) -> Iterator[dict[str, Any]]:
+def _parquet_rows(folder: str, split: str) -> Iterator[dict[str, Any]]:
+    """Raw rows of one split of a local schema folder (``data/{split}-*.parquet``)."""
     import pyarrow.parquet as pq
 
     files = sorted(glob.glob(str(Path(folder) / "data" / f"{split}-*.parquet")))
@@ -199,7 +207,7 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
             shards[split] += 1
             buffers[split] = []
 
-    grid_train = list(_grid_rows(config.grid_dataset, "train"))
+    grid_train = list(_parquet_rows(config.grid_dataset, "train"))
     if not grid_train:
         raise ValueError(f"{config.grid_dataset}: no train shards (build it with hub_scripts/build_3d_emostyle.py)")
     decoded = [(decode_audio_bytes(r["audio"]["bytes"])[0], np.asarray(r["blendshapes"], np.float32)) for r in grid_train]
@@ -211,7 +219,7 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
             w, lab, steps = augment_clip(wav, labels, rng, aug)
             emit("train", make_row(id=f"{row['id']}_aug{k}", waveform=w, blendshapes=lab, speaker=row["speaker"],
                                    emotion="neutral", sentence=row["sentence"], source="grid_s1_aug:" + ",".join(steps)))
-    for row in _grid_rows(config.grid_dataset, "test"):
+    for row in _parquet_rows(config.grid_dataset, "test"):
         wav, _ = decode_audio_bytes(row["audio"]["bytes"])
         emit("test", make_row(id=row["id"], waveform=wav, blendshapes=np.asarray(row["blendshapes"], np.float32),
                               speaker=row["speaker"], emotion="neutral", sentence=row["sentence"], source="grid_s1"))
@@ -228,7 +236,7 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
             wav = soxr.resample(wav.mean(1), sr, SAMPLING_RATE).astype(np.float32)
             end = min(float(rec["original_speech_end_s"]), len(wav) / SAMPLING_RATE)
             phones = parse_lablaut((folder / rec["phone_label_file"]).read_text(encoding="latin-1"), end)
-            labels = emodb_labels(phones, wav, emotion, rest, rng, config.emotion_scale)
+            labels = built_labels(phones, wav, emotion, rest, rng, config.emotion_scale)
             speaker = "emodb" + rec["speaker_id"]
             split = "test" if rec["speaker_id"] in config.emodb_holdout else "train"
             stem = Path(rec["file"]).stem
@@ -239,6 +247,24 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
                     w, lab, steps = augment_clip(wav, labels, rng, aug)
                     emit(split, make_row(id=f"emodb_{stem}_aug{k}", waveform=w, blendshapes=lab, speaker=speaker,
                                          emotion=emotion, sentence=rec["text"], source="emodb_aug:" + ",".join(steps)))
+    for folder in config.tts_datasets:
+        aligned = {}
+        for line in (Path(folder) / "alignments.jsonl").read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                aligned[rec["id"]] = [Phone(n, float(a), float(b), "") for n, a, b in rec["phones"]]
+        rows = [r for split in ("train", "validation", "test", "test_speakers") for r in _parquet_rows(folder, split)]
+        for row in tqdm(rows, desc=f"TTS {Path(folder).name}", disable=not progress):
+            if row["id"] not in aligned:
+                continue
+            wav, _ = decode_audio_bytes(row["audio"]["bytes"])
+            labels = built_labels(aligned[row["id"]], wav, "neutral", rest, rng, config.emotion_scale)
+            emit("train", make_row(id="tts_" + row["id"], waveform=wav, blendshapes=labels, speaker=row["speaker"],
+                                   emotion="neutral", sentence=row["sentence"], source="tts"))
+            for k in range(config.tts_copies):
+                w, lab, steps = augment_clip(wav, labels, rng, aug)
+                emit("train", make_row(id=f"tts_{row['id']}_aug{k}", waveform=w, blendshapes=lab, speaker=row["speaker"],
+                                       emotion="neutral", sentence=row["sentence"], source="tts_aug:" + ",".join(steps)))
     for split in buffers:
         flush(split)
     summary = {"config": asdict(config), "counts": {k.split(":")[0]: 0 for k in counts}, "shards": shards,
