@@ -827,7 +827,7 @@ class PESTalkModel(PESTalkPreTrainedModel):
             if force_emotion is not None or force_speaker is not None:
                 raise ValueError("the style library is empty: forced emotion/speaker styles are unavailable")
             return query, no_index, torch.ones(b, device=device)
-        force_emotion, intensity = self._inference_style_policy(emotion_logits, force_emotion, intensity)
+        force_emotion, intensity = self._inference_style_policy(emotion_logits, force_emotion, force_speaker, intensity)
         style, index, sim = library.retrieve(
             query, force_emotion, force_speaker, top_k or self.config.style_retrieval_top_k,
             self.config.style_retrieval_temperature,
@@ -838,10 +838,15 @@ class PESTalkModel(PESTalkPreTrainedModel):
         return style, index, sim
 
     def _inference_style_policy(
-        self, emotion_logits: torch.Tensor, force_emotion: torch.Tensor | None, intensity: torch.Tensor | None
+        self, emotion_logits: torch.Tensor, force_emotion: torch.Tensor | None, force_speaker: torch.Tensor | None,
+        intensity: torch.Tensor | None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Retrieval overrides from the classifier (``style_emotion_from_classifier``,
-        ``style_confidence_full``); an emotion the caller forced is kept at the caller's intensity."""
+        ``style_confidence_full``); an emotion the caller forced is kept at the caller's intensity.
+
+        The classifier's emotion is chosen among the emotions the library holds a style for (for the
+        forced speaker, if any): a class without any entry (e.g. one absent from the training data) is
+        never requested from the library."""
         cfg = self.config
         if not cfg.style_emotion_from_classifier and cfg.style_confidence_full is None:
             return force_emotion, intensity
@@ -849,6 +854,12 @@ class PESTalkModel(PESTalkPreTrainedModel):
         confidence, predicted = probs.max(-1)
         forced = torch.zeros_like(predicted, dtype=torch.bool) if force_emotion is None else force_emotion.to(predicted.device) >= 0
         if cfg.style_emotion_from_classifier:
+            have = self.style_library.emotion_counts.to(probs.device) > 0  # (K, C)
+            available = have.any(0).expand_as(probs)
+            if force_speaker is not None:
+                spk = force_speaker.to(probs.device).long()
+                available = torch.where((spk >= 0)[:, None], have[spk.clamp_min(0)], available)
+            predicted = probs.masked_fill(~available, -1.0).argmax(-1)
             force_emotion = predicted if force_emotion is None else torch.where(forced, force_emotion.to(predicted.device), predicted)
         if cfg.style_confidence_full is not None:
             chance = 1.0 / probs.shape[-1]

@@ -168,3 +168,17 @@ def test_level_feature_keeps_silence_apart_from_speech_after_normalisation():
     assert b[..., -1].mean() > -0.5
     model = make_mel_model(mel_level_feature=True)  # the whole model builds and runs with it
     assert model(speech).blendshapes.shape == (1, 30, 52)
+
+
+def test_classifier_emotion_without_a_library_entry_is_never_requested():
+    """The classifier may favour a class no speaker has a style for (absent from the training data):
+    the style then comes from the best class that has one, instead of a retrieval error."""
+    model = _policy_model(style_emotion_from_classifier=True)
+    model.style_library.emotion_counts[:, 2] = 0  # nobody has a 'sad' style
+    model.style_library.emotion_counts[1, 1] = 0  # speaker 1 has no 'happy' style
+    pooled, voice = torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    logits = torch.tensor([[0.0, 1.0, 3.0]])  # sad > happy > neutral
+    _, index, _ = model.select_style(pooled, logits, voice)
+    assert index.item() == 0 * 3 + 1  # happy, from the only speaker who has it
+    _, index, _ = model.select_style(pooled, logits, voice, force_speaker=torch.tensor([1]))
+    assert index.item() == 1 * 3 + 0  # speaker 1: only neutral is left
