@@ -204,3 +204,28 @@ def test_real_mix_from_a_tiny_grid_dataset_and_real_emodb(tmp_path, assets):
     assert abs(jaw[0] - 0.03) < 0.02 and jaw.max() > 0.2
     boredom = sum(",boredom," in ln for ln in body)
     assert summary["skipped_boredom"] == boredom
+
+
+@pytest.mark.parametrize("where", ["start", "inside", "end"])
+def test_inserted_pause_is_silent_and_labelled_at_rest(where):
+    from pestalk_hf.data.augment import insert_pause
+
+    rng = np.random.default_rng(3)
+    x = _tone(1.0)
+    labels = np.full((30, 52), 0.5, np.float32)
+    rest = np.zeros(52, np.float32)
+    rest[JAW] = 0.03
+    y, lab = insert_pause(x, labels, rest, rng, 0.4, where)
+    assert len(y) == len(x) + int(0.4 * SR) and lab.shape == (num_frames_for(len(y)), 52)
+    quiet = np.abs(y) < 0.01
+    start = {"start": 0, "end": SR}.get(where)
+    if start is None:  # a 0.1 s boundary inside the clip
+        runs = np.convolve(quiet, np.ones(200), "valid") == 200  # 200 quiet samples in a row: not a zero crossing
+        start = int(np.flatnonzero(runs)[0])
+    assert quiet[start:start + int(0.4 * SR)].all()
+    f0 = start * 30 // SR
+    middle = lab[f0 + 3:f0 + 9]
+    assert np.allclose(middle[:, JAW], 0.03)  # the jaw rests in the pause...
+    brow = ARKIT_BLENDSHAPE_NAMES.index("browInnerUp")
+    assert np.allclose(middle[:, brow], 0.5)  # ...the upper face holds its value
+    assert np.allclose(lab[:f0, JAW], 0.5) and (where == "end" or np.allclose(lab[f0 + 12:, JAW], 0.5))

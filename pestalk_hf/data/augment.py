@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .schema import FPS, SAMPLING_RATE, num_frames_for
+from .schema import ARKIT_BLENDSHAPE_NAMES, FPS, SAMPLING_RATE, num_frames_for
 
 
 def apply_gain(waveform: np.ndarray, gain_db: float) -> np.ndarray:
@@ -134,6 +134,40 @@ def speed_perturb(waveform: np.ndarray, labels: np.ndarray, factor: float) -> tu
     return wav, labels[lo] * (1 - frac) + labels[hi] * frac
 
 
+# 1600 samples = 3 frames at 30 fps and 16 kHz: the smallest step where audio and labels stay aligned
+_ALIGNED_STEP = SAMPLING_RATE // np.gcd(SAMPLING_RATE, FPS)
+_LOWER_FACE = np.array([n.startswith(("jaw", "mouth", "cheek", "noseSneer")) for n in ARKIT_BLENDSHAPE_NAMES])
+
+
+def insert_pause(waveform: np.ndarray, labels: np.ndarray, rest: np.ndarray, rng: np.random.Generator,
+                 seconds: float, where: str = "random") -> tuple[np.ndarray, np.ndarray]:
+    """Insert ``seconds`` (rounded to 0.1 s) of silence at the start, the end or a random 0.1 s boundary
+    (``where``: "start", "end", "inside", "random"); the lower face goes to the ``rest`` pose (52,) over
+    it, with 3-frame ramps from and back to the speech, the upper face holds its value. The silence is
+    digital zero or faint noise (−70 to −50 dBFS) with equal odds: speech data rarely holds either, and a
+    model that never saw them keeps the mouth open in silence."""
+    wav, lab = np.asarray(waveform, np.float32), np.asarray(labels, np.float32)
+    steps = max(int(round(seconds * SAMPLING_RATE / _ALIGNED_STEP)), 1)
+    n_frames = steps * _ALIGNED_STEP * FPS // SAMPLING_RATE
+    if where == "random":
+        where = str(rng.choice(["start", "end", "inside"]))
+    boundaries = len(wav) // _ALIGNED_STEP
+    k = {"start": 0, "end": boundaries}.get(where, int(rng.integers(1, max(boundaries, 2))))
+    cut_s, cut_f = k * _ALIGNED_STEP, min(k * _ALIGNED_STEP * FPS // SAMPLING_RATE, len(lab))
+    gap = np.zeros(steps * _ALIGNED_STEP, np.float32)
+    if rng.random() < 0.5:
+        gap = (rng.standard_normal(len(gap)) * 10 ** (rng.uniform(-70, -50) / 20)).astype(np.float32)
+    before = lab[max(cut_f - 1, 0)] if len(lab) else rest
+    after = lab[min(cut_f, len(lab) - 1)] if len(lab) else rest
+    t = np.arange(n_frames, dtype=np.float32)
+    ramp = np.clip(np.minimum(t + 1, n_frames - t) / 3.0, 0.0, 1.0)[:, None]  # 0 → 1 → 0 over the pause
+    hold = np.where((t < n_frames / 2)[:, None], before[None], after[None])
+    pause = np.where(_LOWER_FACE[None], hold * (1 - ramp) + np.asarray(rest, np.float32)[None] * ramp, hold)
+    wav = np.concatenate([wav[:cut_s], gap, wav[cut_s:]])
+    lab = np.concatenate([lab[:cut_f], pause.astype(np.float32), lab[cut_f:]])
+    return wav, lab[: num_frames_for(len(wav))]
+
+
 def _fit_length(waveform: np.ndarray, length: int) -> np.ndarray:
     out = np.zeros(length, np.float32)
     n = min(length, len(waveform))
@@ -154,13 +188,21 @@ class AugmentConfig:
     p_telephone: float = 0.1
     p_codec: float = 0.15
     gain_db: tuple[float, float] = (-12.0, 6.0)
+    p_pause: float = 0.35
+    pause_seconds: tuple[float, float] = (0.2, 0.6)
 
 
 def augment_clip(waveform: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
-                 config: AugmentConfig = AugmentConfig()) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """One random chain over a clip: (waveform, labels, names of the steps applied)."""
+                 config: AugmentConfig = AugmentConfig(), rest: np.ndarray | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One random chain over a clip: (waveform, labels, names of the steps applied). Pauses are only
+    inserted when the ``rest`` pose (52,) is given."""
     steps: list[str] = []
     wav, lab = np.asarray(waveform, np.float32), np.asarray(labels, np.float32)
+    if rest is not None and rng.random() < config.p_pause:
+        seconds = float(rng.uniform(*config.pause_seconds))
+        wav, lab = insert_pause(wav, lab, rest, rng, seconds)
+        steps.append(f"pause{seconds:.1f}")
     if rng.random() < config.p_speed:
         factor = float(rng.choice(config.speed_factors))
         wav, lab = speed_perturb(wav, lab, factor)
@@ -189,4 +231,4 @@ def augment_clip(waveform: np.ndarray, labels: np.ndarray, rng: np.random.Genera
 
 
 __all__ = ["AugmentConfig", "add_noise", "add_reverb", "apply_gain", "augment_clip", "coloured_noise",
-           "lossy_codec", "speed_perturb", "synthetic_room_impulse", "telephone", "FPS"]
+           "insert_pause", "lossy_codec", "speed_perturb", "synthetic_room_impulse", "telephone", "FPS"]

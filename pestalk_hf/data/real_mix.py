@@ -216,7 +216,7 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
         emit("train", make_row(id=row["id"], waveform=wav, blendshapes=labels, speaker=row["speaker"],
                                emotion="neutral", sentence=row["sentence"], source="grid_s1"))
         for k in range(config.grid_copies):
-            w, lab, steps = augment_clip(wav, labels, rng, aug)
+            w, lab, steps = augment_clip(wav, labels, rng, aug, rest)
             emit("train", make_row(id=f"{row['id']}_aug{k}", waveform=w, blendshapes=lab, speaker=row["speaker"],
                                    emotion="neutral", sentence=row["sentence"], source="grid_s1_aug:" + ",".join(steps)))
     for row in _parquet_rows(config.grid_dataset, "test"):
@@ -244,7 +244,7 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
                                  sentence=rec["text"], source="emodb"))
             if split == "train":
                 for k in range(config.emodb_copies):
-                    w, lab, steps = augment_clip(wav, labels, rng, aug)
+                    w, lab, steps = augment_clip(wav, labels, rng, aug, rest)
                     emit(split, make_row(id=f"emodb_{stem}_aug{k}", waveform=w, blendshapes=lab, speaker=speaker,
                                          emotion=emotion, sentence=rec["text"], source="emodb_aug:" + ",".join(steps)))
     for folder in config.tts_datasets:
@@ -262,7 +262,7 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
             emit("train", make_row(id="tts_" + row["id"], waveform=wav, blendshapes=labels, speaker=row["speaker"],
                                    emotion="neutral", sentence=row["sentence"], source="tts"))
             for k in range(config.tts_copies):
-                w, lab, steps = augment_clip(wav, labels, rng, aug)
+                w, lab, steps = augment_clip(wav, labels, rng, aug, rest)
                 emit("train", make_row(id=f"tts_{row['id']}_aug{k}", waveform=w, blendshapes=lab, speaker=row["speaker"],
                                        emotion="neutral", sentence=row["sentence"], source="tts_aug:" + ",".join(steps)))
     for split in buffers:
