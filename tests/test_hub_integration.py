@@ -79,7 +79,9 @@ def test_remote_code_loads_in_a_clean_interpreter_without_pestalk_hf(tmp_path):
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
-                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")})
+                          # same thread count as here: a different reduction order is not bit-exact
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf"),
+                               "OMP_NUM_THREADS": str(torch.get_num_threads())})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert torch.equal(torch.load(tmp_path / "y.pt", weights_only=True), expected.detach())
 
