@@ -199,6 +199,7 @@ def test_real_mix_from_a_tiny_grid_dataset_and_real_emodb(tmp_path, assets):
         assert r["blendshapes"].shape == (num_frames_for(len(r["waveform"])), 52)
     tts = [r for r in train if r["source"] == "tts"]
     assert len(tts) == 2 and all(r["emotion"] == 0 for r in tts)  # neutral
+    assert {r["speaker"] for r in tts} == {"tts/synth000"}  # prefixed by the folder: voices never merge
     # rebuilt on GRID's rest pose: the jaw rests at GRID's 0.03 before the speech, opens during it
     jaw = tts[0]["blendshapes"][:, JAW]
     assert abs(jaw[0] - 0.03) < 0.02 and jaw.max() > 0.2

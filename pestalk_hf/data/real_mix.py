@@ -257,6 +257,8 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
         for row in tqdm(rows, desc=f"TTS {Path(folder).name}", disable=not progress):
             if row["id"] not in aligned:
                 continue
+            # every synth folder names its voices synth000…: keep voices of different folders apart
+            row["speaker"] = f"{Path(folder).name}/{row['speaker']}"
             wav, _ = decode_audio_bytes(row["audio"]["bytes"])
             labels = built_labels(aligned[row["id"]], wav, "neutral", rest, rng, config.emotion_scale)
             emit("train", make_row(id="tts_" + row["id"], waveform=wav, blendshapes=labels, speaker=row["speaker"],
