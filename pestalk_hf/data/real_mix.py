@@ -207,18 +207,23 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
             shards[split] += 1
             buffers[split] = []
 
+    def emit_with_copies(split: str, copies: int, clip_id: str, wav: np.ndarray, labels: np.ndarray,
+                         source: str, **row: Any) -> None:
+        """The clip itself, then ``copies`` augmented copies (``<id>_aug<k>``, source ``<source>_aug:<steps>``)."""
+        emit(split, make_row(id=clip_id, waveform=wav, blendshapes=labels, source=source, **row))
+        for k in range(copies):
+            w, lab, steps = augment_clip(wav, labels, rng, aug, rest)
+            emit(split, make_row(id=f"{clip_id}_aug{k}", waveform=w, blendshapes=lab,
+                                 source=f"{source}_aug:" + ",".join(steps), **row))
+
     grid_train = list(_parquet_rows(config.grid_dataset, "train"))
     if not grid_train:
         raise ValueError(f"{config.grid_dataset}: no train shards (build it with hub_scripts/build_3d_emostyle.py)")
     decoded = [(decode_audio_bytes(r["audio"]["bytes"])[0], np.asarray(r["blendshapes"], np.float32)) for r in grid_train]
     rest = rest_pose_from_labels(decoded)
     for row, (wav, labels) in tqdm(list(zip(grid_train, decoded)), desc="GRID s1", disable=not progress):
-        emit("train", make_row(id=row["id"], waveform=wav, blendshapes=labels, speaker=row["speaker"],
-                               emotion="neutral", sentence=row["sentence"], source="grid_s1"))
-        for k in range(config.grid_copies):
-            w, lab, steps = augment_clip(wav, labels, rng, aug, rest)
-            emit("train", make_row(id=f"{row['id']}_aug{k}", waveform=w, blendshapes=lab, speaker=row["speaker"],
-                                   emotion="neutral", sentence=row["sentence"], source="grid_s1_aug:" + ",".join(steps)))
+        emit_with_copies("train", config.grid_copies, row["id"], wav, labels, "grid_s1", speaker=row["speaker"],
+                         emotion="neutral", sentence=row["sentence"])
     for row in _parquet_rows(config.grid_dataset, "test"):
         wav, _ = decode_audio_bytes(row["audio"]["bytes"])
         emit("test", make_row(id=row["id"], waveform=wav, blendshapes=np.asarray(row["blendshapes"], np.float32),
@@ -240,13 +245,8 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
             speaker = "emodb" + rec["speaker_id"]
             split = "test" if rec["speaker_id"] in config.emodb_holdout else "train"
             stem = Path(rec["file"]).stem
-            emit(split, make_row(id="emodb_" + stem, waveform=wav, blendshapes=labels, speaker=speaker, emotion=emotion,
-                                 sentence=rec["text"], source="emodb"))
-            if split == "train":
-                for k in range(config.emodb_copies):
-                    w, lab, steps = augment_clip(wav, labels, rng, aug, rest)
-                    emit(split, make_row(id=f"emodb_{stem}_aug{k}", waveform=w, blendshapes=lab, speaker=speaker,
-                                         emotion=emotion, sentence=rec["text"], source="emodb_aug:" + ",".join(steps)))
+            emit_with_copies(split, config.emodb_copies if split == "train" else 0, "emodb_" + stem, wav, labels,
+                             "emodb", speaker=speaker, emotion=emotion, sentence=rec["text"])
     for folder in config.tts_datasets:
         aligned = {}
         for line in (Path(folder) / "alignments.jsonl").read_text(encoding="utf-8").splitlines():
@@ -261,12 +261,8 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
             row["speaker"] = f"{Path(folder).name}/{row['speaker']}"
             wav, _ = decode_audio_bytes(row["audio"]["bytes"])
             labels = built_labels(aligned[row["id"]], wav, "neutral", rest, rng, config.emotion_scale)
-            emit("train", make_row(id="tts_" + row["id"], waveform=wav, blendshapes=labels, speaker=row["speaker"],
-                                   emotion="neutral", sentence=row["sentence"], source="tts"))
-            for k in range(config.tts_copies):
-                w, lab, steps = augment_clip(wav, labels, rng, aug, rest)
-                emit("train", make_row(id=f"tts_{row['id']}_aug{k}", waveform=w, blendshapes=lab, speaker=row["speaker"],
-                                       emotion="neutral", sentence=row["sentence"], source="tts_aug:" + ",".join(steps)))
+            emit_with_copies("train", config.tts_copies, "tts_" + row["id"], wav, labels, "tts", speaker=row["speaker"],
+                             emotion="neutral", sentence=row["sentence"])
     for split in buffers:
         flush(split)
     summary = {"config": asdict(config), "counts": {k.split(":")[0]: 0 for k in counts}, "shards": shards,
