@@ -188,22 +188,9 @@ def parse_lablaut(text: str, end_s: float | None = None, cut_s: float | None = N
     audio was cut there (labels.csv ``truncated_in_this_copy``): later phones are dropped and the last
     kept one ends at the cut.
     """
-    lines = text.splitlines()
-    header_end = next((i for i, line in enumerate(lines) if line.strip() == "#"), -1)
-    events: list[tuple[float, str]] = []
-    for line in lines[header_end + 1:]:
-        fields = line.split("\t")[0].split()
-        if len(fields) < 3:
-            continue
-        try:
-            t = float(fields[0])
-        except ValueError:
-            continue
-        label = fields[2]
-        if label[0] in "+-([" or label == "hoe":
-            continue  # a mark, not a phone
-        label = re.split(r"(?<=.)\+", label)[0]  # "tasp+sth" → "tasp"
-        events.append((t, PAUSE if label == "." else label))
+    from .data.real_mix import lablaut_events
+
+    events = [(t, PAUSE if label == "." else label) for t, label in lablaut_events(text)]
     limit = min(x for x in (end_s, cut_s) if x is not None) if (end_s is not None or cut_s is not None) else None
     phones: list[Phone] = []
     if events and events[0][0] > 0:

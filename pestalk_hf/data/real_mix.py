@@ -72,23 +72,33 @@ def sampa_to_ipa(label: str) -> str | None:
     return None
 
 
-def parse_lablaut(text: str, end_time: float | None = None) -> list[Phone]:
-    """EmoDB ``*.lablaut`` (xlabel: after ``#``, lines ``time -1 label [markers]``, time = the segment's
-    start, ``.`` = end of speech) → merged phones. Closure/release/aspiration parts of one consonant become
-    one phone; lines with markers only continue the previous segment; phones after ``end_time`` are cut."""
-    lines = text.split("#", 1)[-1].splitlines()
-    marks: list[tuple[float, str]] = []
-    for line in lines:
-        parts = line.split("-1", 1)
-        if len(parts) != 2:
+def lablaut_events(text: str) -> list[tuple[float, str]]:
+    """The labelled events of an EmoDB ``*.lablaut`` file (ESPS xlabel: ``time -1 label<TAB>marks`` after
+    the ``#`` line; time = the segment's start; ``.`` = end of speech): ``[(start_s, SAMPA label), ...]``.
+    Lines with marks only (``+lar``, ``-sth``, ``(gef``, ``hoe``) are not events; ``tasp+sth`` → ``tasp``."""
+    lines = text.splitlines()
+    header_end = next((i for i, line in enumerate(lines) if line.strip() == "#"), -1)
+    events: list[tuple[float, str]] = []
+    for line in lines[header_end + 1:]:
+        fields = line.split("\t")[0].split()
+        if len(fields) < 3:
             continue
         try:
-            t = float(parts[0])
+            t = float(fields[0])
         except ValueError:
             continue
-        label = parts[1].strip().split()[0] if parts[1].strip() and not parts[1].strip()[0] in "+-(" else ""
-        if label:
-            marks.append((t, label))
+        label = fields[2]
+        if label[0] in "+-([" or label == "hoe":
+            continue  # a mark, not a phone
+        events.append((t, re.split(r"(?<=.)\+", label)[0]))
+    return events
+
+
+def parse_lablaut(text: str, end_time: float | None = None) -> list[Phone]:
+    """EmoDB ``*.lablaut`` → merged IPA phones for the viseme model. Closure/release/aspiration parts of
+    one consonant (``_t !t tasp``) become one phone; non-phones are dropped; a segment lasts until the
+    next event; phones after ``end_time`` (the copy's cut) are cut."""
+    marks = lablaut_events(text)
     phones: list[Phone] = []
     for (t, label), nxt in zip(marks, marks[1:] + [(None, None)]):
         if label == ".":
@@ -101,7 +111,7 @@ def parse_lablaut(text: str, end_time: float | None = None) -> list[Phone]:
             end = min(end, end_time)
         if ipa is None:
             continue
-        if phones and phones[-1].name == ipa and label[0] in "!_" or (phones and label.endswith("asp") and phones[-1].name == ipa):
+        if phones and phones[-1].name == ipa and (label[0] in "!_" or label.endswith("asp")):
             phones[-1] = Phone(ipa, phones[-1].start, end, "")
         else:
             phones.append(Phone(ipa, t, end, ""))
