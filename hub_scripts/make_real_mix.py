@@ -27,20 +27,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tts", action="append", default=[], metavar="SYNTH_DIR",
                    help="neutral EmoStyle-Synth folder made with Kokoro voices (repeatable)")
     p.add_argument("--tts-copies", type=int, default=1, help="augmented copies per TTS clip")
+    p.add_argument("--synth", action="append", default=[], metavar="SYNTH_DIR",
+                   help="EmoStyle-Synth folder whose train split is mixed in with its own labels (repeatable)")
+    p.add_argument("--synth-fraction", type=float, default=1.0, help="random share of each --synth folder's clips")
+    p.add_argument("--pause-seconds", default="0.2,0.6", metavar="MIN,MAX",
+                   help="length range of the pauses inserted into augmented copies")
+    p.add_argument("--p-pause", type=float, default=0.35, help="share of augmented copies given a pause")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", "-o", required=True)
     return p
 
 
+def _range(text: str) -> tuple[float, float]:
+    lo, hi = (float(v) for v in text.split(","))
+    if not 0 < lo <= hi:
+        raise argparse.ArgumentTypeError(f"--pause-seconds must be MIN,MAX with 0 < MIN <= MAX, got {text!r}")
+    return lo, hi
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0 < args.synth_fraction <= 1:
+        parser.error(f"--synth-fraction must be in (0, 1], got {args.synth_fraction}")
+    try:
+        _range(args.pause_seconds)
+    except (ValueError, argparse.ArgumentTypeError) as err:
+        parser.error(str(err))
     from pestalk_hf.data.real_mix import RealMixConfig, build_real_mix
 
     config = RealMixConfig(grid_dataset=args.grid_dataset, emodb_folder=args.emodb,
                            emodb_holdout=tuple(s.strip() for s in args.emodb_holdout.split(",") if s.strip()),
                            grid_copies=args.grid_copies, emodb_copies=args.emodb_copies,
                            emotion_scale=args.emotion_scale, seed=args.seed,
-                           tts_datasets=tuple(args.tts), tts_copies=args.tts_copies)
+                           tts_datasets=tuple(args.tts), tts_copies=args.tts_copies,
+                           synth_datasets=tuple(args.synth), synth_fraction=args.synth_fraction,
+                           augment={"pause_seconds": _range(args.pause_seconds), "p_pause": args.p_pause})
     try:
         summary = build_real_mix(config, args.output)
     except (ValueError, FileNotFoundError) as err:

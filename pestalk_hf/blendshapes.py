@@ -32,6 +32,28 @@ NUM_BLENDSHAPES: int = len(ARKIT_NAMES)
 ARKIT_INDEX: dict[str, int] = {name: i for i, name in enumerate(ARKIT_NAMES)}
 
 # --------------------------------------------------------------------------------------------
+# Derived measures
+# --------------------------------------------------------------------------------------------
+
+_LIP_PART_INDICES = [ARKIT_INDEX[n] for n in ("mouthLowerDownLeft", "mouthLowerDownRight",
+                                               "mouthUpperUpLeft", "mouthUpperUpRight")]
+#: Lips count as closed at or below this :func:`lip_aperture` (``docs/METRICS.md``).
+LIPS_CLOSED_THRESHOLD: float = 0.05
+
+
+def lip_aperture(weights: Any) -> Any:
+    """The lip gap ``jawOpen − mouthClose + ½(mean mouthLowerDown + mean mouthUpperUp)``, ``(..., 52) → (...)``.
+
+    In ARKit the lips touch when mouthClose ≈ jawOpen and the lower/upper lips are not pulled away, so
+    this is ≈ 0 on a closed mouth. Works on numpy arrays and torch tensors alike (the evaluation and the
+    training loss use the same definition).
+    """
+    part = weights[..., _LIP_PART_INDICES]
+    return (weights[..., ARKIT_INDEX["jawOpen"]] - weights[..., ARKIT_INDEX["mouthClose"]]
+            + 0.5 * (part[..., :2].mean(-1) + part[..., 2:].mean(-1)))
+
+
+# --------------------------------------------------------------------------------------------
 # Apple / Live Link Face
 # --------------------------------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ from typing import Any
 
 import numpy as np
 
+from .blendshapes import LIPS_CLOSED_THRESHOLD, lip_aperture as _lip_aperture
 from .metrics import emotion_accuracy, lbe, mbe
 from .modeling.configuration_pestalk import ARKIT_BLENDSHAPE_NAMES
 
@@ -76,10 +77,7 @@ FPS = 30
 SAMPLING_RATE = 16000
 _IDX = {name: i for i, name in enumerate(ARKIT_BLENDSHAPE_NAMES)}
 JAW_OPEN = _IDX["jawOpen"]
-MOUTH_CLOSE = _IDX["mouthClose"]
-_LIP_PART = [_IDX[n] for n in ("mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft", "mouthUpperUpRight")]
 
-LIPS_CLOSED_THRESHOLD = 0.05
 PAUSE_TOLERANCE = 0.05
 MIN_PAUSE_SECONDS = 0.2
 PAUSE_EDGE_FRAMES = 2
@@ -231,10 +229,8 @@ def grid_align_to_phones(text: str, lexicon: Mapping[str, Sequence[str]] = GRID_
 
 
 def lip_aperture(weights: Any) -> np.ndarray:
-    """(T,) lip gap: jawOpen − mouthClose + ½(mean mouthLowerDown + mean mouthUpperUp)."""
-    w = np.asarray(weights, dtype=np.float64)
-    part = w[:, _LIP_PART]
-    return w[:, JAW_OPEN] - w[:, MOUTH_CLOSE] + 0.5 * (part[:, :2].mean(1) + part[:, 2:].mean(1))
+    """(T,) lip gap (:func:`pestalk_hf.blendshapes.lip_aperture`) of a ``(T, 52)`` track, in float64."""
+    return _lip_aperture(np.asarray(weights, dtype=np.float64))
 
 
 def lips_closed(weights: Any, threshold: float = LIPS_CLOSED_THRESHOLD) -> np.ndarray:

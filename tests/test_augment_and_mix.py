@@ -155,6 +155,17 @@ def test_rest_pose_is_measured_on_quiet_frames_only():
     assert rest[JAW] == pytest.approx(0.02, abs=1e-6)
 
 
+def test_rest_pose_is_the_median_quiet_frame_not_pulled_by_onsets():
+    """Quiet frames where the mouth already opens for speech (a few, wide open) must not move the rest."""
+    wav = np.concatenate([np.zeros(SR, np.float32), _tone(0.5)])
+    labels = np.zeros((45, 52), np.float32)
+    labels[:30, JAW] = 0.02
+    labels[24:30, JAW] = 0.3  # the last 0.2 s of silence: opening before the first word
+    labels[30:, JAW] = 0.6
+    rest = rest_pose_from_labels([(wav, labels)])
+    assert rest[JAW] == pytest.approx(0.02, abs=1e-6)  # the mean of the quiet frames would be 0.076
+
+
 def test_real_mix_from_a_tiny_grid_dataset_and_real_emodb(tmp_path, assets):
     """Build the mix from a two-clip 3D-EmoStyle folder and the real EmoDB folder; read it back."""
     from pestalk_hf.data.loading import load_clips
@@ -188,7 +199,8 @@ def test_real_mix_from_a_tiny_grid_dataset_and_real_emodb(tmp_path, assets):
     generate(SynthConfig(num_speakers=1, num_sentences=2, emotions=("neutral",), num_test_speakers=0,
                          num_validation_sentences=0, num_test_sentences=0), tmp_path / "tts")
     summary = build_real_mix(RealMixConfig(grid_dataset=str(grid), emodb_folder=str(small), emodb_holdout=("09",),
-                                           grid_copies=1, emodb_copies=1, tts_datasets=(str(tmp_path / "tts"),)),
+                                           grid_copies=1, emodb_copies=1, tts_datasets=(str(tmp_path / "tts"),),
+                                           synth_datasets=(str(tmp_path / "tts"),)),
                              tmp_path / "mix", progress=False)
     assert summary["rest_pose"]["jawOpen"] == pytest.approx(0.03, abs=1e-3)
     train = list(load_clips(tmp_path / "mix", split="train"))
@@ -205,6 +217,13 @@ def test_real_mix_from_a_tiny_grid_dataset_and_real_emodb(tmp_path, assets):
     assert abs(jaw[0] - 0.03) < 0.02 and jaw.max() > 0.2
     boredom = sum(",boredom," in ln for ln in body)
     assert summary["skipped_boredom"] == boredom
+    # EmoStyle-Synth passes through with its own labels (not rebuilt) under a folder-prefixed speaker
+    synth = {r["id"]: r for r in train if r["source"] == "emostyle_synth"}
+    original = {r["id"]: r for r in load_clips(tmp_path / "tts", split="train")}
+    assert len(synth) == len(original) == 2
+    for rid, r in original.items():
+        assert np.array_equal(synth["synth_" + rid]["blendshapes"], r["blendshapes"])
+        assert synth["synth_" + rid]["speaker"] == "tts/" + r["speaker"]
 
 
 @pytest.mark.parametrize("where", ["start", "inside", "end"])

@@ -157,6 +157,45 @@ def test_end_to_end_training_beats_mean_pose(tiny_synth: Path, tmp_path: Path):
     assert held_out["retrieval"]["num_clips"] == 6
 
 
+def test_lip_aperture_loss_known_answers():
+    """Zero on a perfect track; an opened closure costs (1 + closed_weight)× an equal error on an open frame."""
+    from pestalk_hf.blendshapes import ARKIT_INDEX, lip_aperture
+    from pestalk_hf.training import lip_aperture_loss
+
+    jaw, close = ARKIT_INDEX["jawOpen"], ARKIT_INDEX["mouthClose"]
+    labels = torch.zeros(1, 2, 52)
+    labels[0, 0, jaw] = labels[0, 0, close] = 0.1  # frame 0: lips closed (gap 0)
+    labels[0, 1, jaw] = 0.4  # frame 1: open (gap 0.4)
+    assert torch.allclose(lip_aperture(labels)[0], torch.tensor([0.0, 0.4]))
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    assert lip_aperture_loss(labels, labels, mask).item() == 0.0
+    opened = labels.clone()
+    opened[0, 0, jaw] += 0.1  # the closure opens by 0.1
+    widened = labels.clone()
+    widened[0, 1, jaw] += 0.1  # the open vowel opens 0.1 more
+    a, b = lip_aperture_loss(opened, labels, mask, 4.0).item(), lip_aperture_loss(widened, labels, mask, 4.0).item()
+    assert a == pytest.approx(5 * 0.01 / 2) and b == pytest.approx(0.01 / 2)
+    # masked frames do not count
+    assert lip_aperture_loss(opened, labels, torch.tensor([[False, True]]), 4.0).item() == 0.0
+
+
+def test_training_with_the_aperture_loss_logs_and_lowers_it(tiny_synth: Path, tmp_path: Path):
+    cfg = TrainingConfig(**tiny_training_config(tiny_synth, tmp_path / "run", use_pairs=False, batch_size=8,
+                                                max_steps=40, learning_rate=3e-3, max_seconds=2.0, log_every=10,
+                                                loss_weight_aperture=2.0,
+                                                model=tiny_config_kwargs(voiceprint_dim=256, dropout=0.0)))
+    final = train(cfg, progress=False)
+    logs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all("loss_aperture" in r and np.isfinite(r["loss_aperture"]) for r in logs)
+    assert logs[-1]["loss_aperture"] < logs[0]["loss_aperture"], [r["loss_aperture"] for r in logs]
+    # the logged total is the model's weighted losses plus the weighted aperture term
+    w = json.loads((final / "config.json").read_text())
+    for r in logs:
+        expected = (w["loss_weight_position"] * r["loss_position"] + w["loss_weight_motion"] * r["loss_motion"]
+                    + w["loss_weight_classification"] * r["loss_classification"] + 2.0 * r["loss_aperture"])
+        assert r["loss"] == pytest.approx(expected, rel=1e-4)
+
+
 def _launch(config_path: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), "--config", str(config_path), "--no-progress", *extra],

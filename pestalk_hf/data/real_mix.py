@@ -13,6 +13,8 @@ Sources (all read by path, nothing copied into the project):
   ``emotion_scale``, everything on top of the **rest pose measured on GRID's real labels** (silent
   frames), plus blinks. Boredom has no class among our eight emotions and is left out (counted in the
   summary). Speakers ``emodb_holdout`` are written to the ``test`` split only.
+* **EmoStyle-Synth** (optional, ``synth_datasets``): the synthetic benchmark's ``train`` split as it is
+  (eSpeak voices, eight emotions, known styles), a random ``synth_fraction`` of its clips.
 * **Neutral English TTS** (optional, ``tts_datasets``): EmoStyle-Synth folders made with Kokoro-82M voices
   (``--kokoro-fraction 1``, neutral only). Natural-sounding English read speech by many voices — what the
   classifier must call neutral, and more vocal tracts for the lips. Their labels are rebuilt like EmoDB's
@@ -127,17 +129,20 @@ def _known(ipa: str) -> bool:
 
 
 def rest_pose_from_labels(tracks: Iterable[tuple[np.ndarray, np.ndarray]], quiet: float = 0.05) -> np.ndarray:
-    """Mean (52,) pose over the frames whose loudness (:func:`loudness_envelope`) is below ``quiet``:
-    a real face at rest, with its own mouth and brows. ``tracks``: ``(waveform16k, labels (T, 52))``."""
-    total, count = np.zeros(len(ARKIT_BLENDSHAPE_NAMES)), 0
+    """Per-channel median (52,) pose over the frames whose loudness (:func:`loudness_envelope`) is below
+    ``quiet``: a real face at rest, with its own mouth and brows. ``tracks``: ``(waveform16k, labels (T, 52))``.
+
+    The median, not the mean: quiet frames include the mouth opening before speech and the releases after
+    it; on GRID s1 they pull the mean jawOpen to 0.050 while the median quiet frame has 0.020 (the face
+    in silence). Blinks are excluded the same way."""
+    frames = []
     for wav, labels in tracks:
         env = loudness_envelope(wav, len(labels))
-        quiet_frames = labels[env < quiet]
-        total += quiet_frames.sum(0)
-        count += len(quiet_frames)
-    if count == 0:
+        frames.append(np.asarray(labels, np.float32)[env < quiet])
+    quiet_frames = np.concatenate(frames) if frames else np.zeros((0, len(ARKIT_BLENDSHAPE_NAMES)), np.float32)
+    if len(quiet_frames) == 0:
         raise ValueError("no quiet frames to measure a rest pose from")
-    return (total / count).astype(np.float32)
+    return np.median(quiet_frames, axis=0).astype(np.float32)
 
 
 def built_labels(phones: list[Phone], waveform: np.ndarray, emotion: str, rest: np.ndarray,
@@ -173,6 +178,9 @@ class RealMixConfig:
     augment: dict[str, Any] = field(default_factory=dict)
     tts_datasets: tuple[str, ...] = ()
     tts_copies: int = 1
+    synth_datasets: tuple[str, ...] = ()
+    synth_fraction: float = 1.0
+    synth_copies: int = 0
 
 
 def _parquet_rows(folder: str, split: str) -> Iterator[dict[str, Any]]:
@@ -273,6 +281,19 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
             labels = built_labels(aligned[row["id"]], wav, "neutral", rest, rng, config.emotion_scale)
             emit_with_copies("train", config.tts_copies, "tts_" + row["id"], wav, labels, "tts", speaker=row["speaker"],
                              emotion="neutral", sentence=row["sentence"])
+    for folder in config.synth_datasets:
+        # EmoStyle-Synth as it is (its own labels, emotions and known styles): keeps the model's behaviour
+        # on the synthetic benchmark, and adds prosody-varied emotional TTS for the classifier
+        rows = list(_parquet_rows(folder, "train"))
+        keep = rng.random(len(rows)) < config.synth_fraction
+        for row, kept in tqdm(list(zip(rows, keep)), desc=f"EmoStyle-Synth {Path(folder).name}", disable=not progress):
+            if not kept:
+                continue
+            wav, _ = decode_audio_bytes(row["audio"]["bytes"])
+            emit_with_copies("train", config.synth_copies, "synth_" + row["id"], wav,
+                             np.asarray(row["blendshapes"], np.float32), "emostyle_synth",
+                             speaker=f"{Path(folder).name}/{row['speaker']}", emotion=EMOTIONS[int(row["emotion"])],
+                             sentence=row["sentence"], intensity=int(row.get("intensity") or 1))
     for split in buffers:
         flush(split)
     summary = {"config": asdict(config), "counts": {k.split(":")[0]: 0 for k in counts}, "shards": shards,

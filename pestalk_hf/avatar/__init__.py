@@ -1,0 +1,45 @@
+"""Avatars: load an ARKit-rigged glTF/GLB, build our own head, write its glTF, draw it.
+
+The data path is audio → model → animation → **avatar** → files: this subpackage poses and draws
+heads and never imports :mod:`pestalk_hf.exporters` (which writes files and may import it).
+Inside it, imports run one way::
+
+    gltf_io          glTF 2.0 / GLB container reading and writing (numpy + stdlib only)
+      ↑
+    model            Avatar, VertexNormals, load_avatar, avatar_document
+      ↑
+    procedural_head  build_head, default_avatar (our own head, generated in code)
+      ↑
+    render           Renderer, render_frames (moderngl EGL, headless)
+"""
+
+from .model import (
+    ARKIT,
+    DEFAULT_SKIN,
+    MAX_AVATAR_VERTICES,
+    MAX_MORPH_TARGETS,
+    Avatar,
+    MorphMesh,
+    VertexNormals,
+    avatar_document,
+    load_avatar,
+    target_names,
+    vertex_normals,
+)
+from .procedural_head import build_head, default_avatar
+
+__all__ = [
+    "ARKIT",
+    "DEFAULT_SKIN",
+    "MAX_AVATAR_VERTICES",
+    "MAX_MORPH_TARGETS",
+    "Avatar",
+    "MorphMesh",
+    "VertexNormals",
+    "avatar_document",
+    "build_head",
+    "default_avatar",
+    "load_avatar",
+    "target_names",
+    "vertex_normals",
+]
