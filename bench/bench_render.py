@@ -22,7 +22,7 @@ import numpy as np
 
 from pestalk_hf.animation import BlendshapeAnimation
 from pestalk_hf.avatar import Avatar, default_avatar, load_avatar
-from pestalk_hf.render import Renderer
+from pestalk_hf.avatar.render import Renderer
 
 ROOT = Path(__file__).resolve().parents[1]
 ICT = ROOT.parent / "shared" / "assets" / "avatars" / "ict_face_arkit52.glb"

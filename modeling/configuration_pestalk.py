@@ -129,6 +129,38 @@ class PESTalkConfig(PretrainedConfig):
         style_confidence_full: at inference, classifier confidence (max probability) at which the
             retrieved style is used at full intensity; below it the style moves linearly towards the
             speaker's neutral style (reached at chance level). None = always full.
+        streaming_lookahead_frames: ``None`` (default) = the offline model: every frame sees the whole
+            clip. An integer ``L ≥ 0`` = the streaming mode (``content_encoder_type="mel"`` without the
+            temporal stream): frames are grouped in chunks of ``L + 1`` on the absolute 30 fps grid and
+            every layer (attention, convolutions, mel normalisation, the 100 Hz → 30 fps resampling,
+            the style) lets a frame read only frames of its own chunk or earlier, so frame ``t`` depends
+            on audio up to the end of frame ``t + L`` plus half an STFT window (``mel_win_length / 2``
+            samples) and no further, whatever the depth. The masks have no weights: an offline model
+            runs in this mode unchanged (then fine-tune with the masks on for quality).
+        streaming_left_context_frames: streaming mode: how many past frames each attention layer may read
+            (``None`` = all). Bounded, a frame's receptive field is finite
+            (:func:`~modeling_pestalk.streaming_receptive_field`) and a sliding-window streamer is exact.
+        streaming_mel_norm_frames: streaming mode: ``mel_normalization="utterance"`` becomes a running mean
+            over the last this-many mel frames (100 Hz) up to the end of the frame's chunk.
+        streaming_mel_prior: streaming mode: a global mean log-mel per bin (e.g. of the training data,
+            ``pestalk_hf.streaming.estimate_mel_prior``) that fills the running mean's window while fewer
+            than ``streaming_mel_prior_frames`` mel frames have been heard (Kaldi's online CMN with global
+            stats): without it the first frames of a stream are normalised by their own few frames.
+        streaming_mel_prior_frames: streaming mode: weight (in mel frames) of ``streaming_mel_prior`` at the
+            start of a stream; it shrinks frame by frame to 0 once that many frames have been heard.
+        streaming_emotion_frames: streaming mode: the pooled emotion features behind style retrieval are a
+            running mean over the last this-many frames (30 fps) up to the end of the current chunk.
+        streaming_style_update_frames: streaming mode: the emotion/style clock; the style is re-estimated
+            every this-many frames (rounded to whole chunks), not every frame.
+        streaming_style_fade_frames: streaming mode: a new style is cross-faded in over this many frames.
+        streaming_emotion_smoothing: streaming mode: weight of a new estimate in the exponential moving
+            average of the emotion probabilities (1 = no smoothing).
+        streaming_emotion_hysteresis: streaming mode: the held emotion changes only when another emotion's
+            smoothed probability exceeds it by this margin (0 = plain arg-max), so the face does not
+            flicker between two close emotions.
+        streaming_emotion_prior: streaming mode: the emotion a stream starts from (the smoothed
+            probabilities start as its one-hot, so the first noisy estimates over a few frames do not
+            decide the face); None = the first estimate.
     """
 
     model_type = "pestalk"
@@ -188,6 +220,17 @@ class PESTalkConfig(PretrainedConfig):
         emotion_class_weights: list[float] | None = None,
         style_emotion_from_classifier: bool = False,
         style_confidence_full: float | None = None,
+        streaming_lookahead_frames: int | None = None,
+        streaming_left_context_frames: int | None = None,
+        streaming_mel_norm_frames: int = 300,
+        streaming_emotion_frames: int = 90,
+        streaming_style_update_frames: int = 15,
+        streaming_style_fade_frames: int = 15,
+        streaming_emotion_smoothing: float = 0.25,
+        streaming_emotion_hysteresis: float = 0.15,
+        streaming_mel_prior: list[float] | None = None,
+        streaming_mel_prior_frames: int = 300,
+        streaming_emotion_prior: str | None = "neutral",
         **kwargs: Any,
     ) -> None:
         self.content_encoder_config = _normalise_encoder_config(content_encoder_config)
@@ -243,6 +286,17 @@ class PESTalkConfig(PretrainedConfig):
         self.emotion_class_weights = None if emotion_class_weights is None else [float(w) for w in emotion_class_weights]
         self.style_emotion_from_classifier = style_emotion_from_classifier
         self.style_confidence_full = style_confidence_full
+        self.streaming_lookahead_frames = streaming_lookahead_frames
+        self.streaming_left_context_frames = streaming_left_context_frames
+        self.streaming_mel_norm_frames = streaming_mel_norm_frames
+        self.streaming_emotion_frames = streaming_emotion_frames
+        self.streaming_style_update_frames = streaming_style_update_frames
+        self.streaming_style_fade_frames = streaming_style_fade_frames
+        self.streaming_emotion_smoothing = streaming_emotion_smoothing
+        self.streaming_emotion_hysteresis = streaming_emotion_hysteresis
+        self.streaming_mel_prior = None if streaming_mel_prior is None else [float(v) for v in streaming_mel_prior]
+        self.streaming_mel_prior_frames = streaming_mel_prior_frames
+        self.streaming_emotion_prior = streaming_emotion_prior
         super().__init__(**kwargs)
         self.validate()
 
@@ -261,6 +315,11 @@ class PESTalkConfig(PretrainedConfig):
     def upper_face_indices(self) -> list[int]:
         lower = set(self.lower_face_names)
         return [i for i, n in enumerate(self.blendshape_names) if n not in lower]
+
+    @property
+    def is_streaming(self) -> bool:
+        """True in the bounded-look-ahead streaming mode (``streaming_lookahead_frames`` set)."""
+        return self.streaming_lookahead_frames is not None
 
     @property
     def num_blendshapes(self) -> int:
@@ -356,5 +415,39 @@ class PESTalkConfig(PretrainedConfig):
                 raise ValueError(
                     f"PESTalkConfig.{field}.conv_stride must multiply to 320 (50 Hz features at 16 kHz), got {strides}"
                 )
+        self._validate_streaming()
         if self.sampling_rate != 16000:
             raise ValueError(f"PESTalkConfig.sampling_rate must be 16000 (wav2vec2), got {self.sampling_rate}")
+
+    def _validate_streaming(self) -> None:
+        """The streaming fields (checked whatever the mode, so a bad value fails when it is written)."""
+        for field in ("streaming_lookahead_frames", "streaming_left_context_frames"):
+            value = getattr(self, field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"PESTalkConfig.{field} must be a non-negative integer or null, got {value!r}")
+        for field in ("streaming_mel_norm_frames", "streaming_emotion_frames", "streaming_style_update_frames",
+                      "streaming_style_fade_frames", "streaming_mel_prior_frames"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"PESTalkConfig.{field} must be a positive integer, got {value!r}")
+        if not (isinstance(self.streaming_emotion_smoothing, (int, float)) and 0 < self.streaming_emotion_smoothing <= 1):
+            raise ValueError(f"PESTalkConfig.streaming_emotion_smoothing must be in (0, 1], got {self.streaming_emotion_smoothing!r}")
+        if not (isinstance(self.streaming_emotion_hysteresis, (int, float)) and 0 <= self.streaming_emotion_hysteresis < 1):
+            raise ValueError(f"PESTalkConfig.streaming_emotion_hysteresis must be in [0, 1), got {self.streaming_emotion_hysteresis!r}")
+        prior = self.streaming_mel_prior
+        if prior is not None and (len(prior) != self.num_mel_bins or not all(math.isfinite(v) for v in prior)):
+            raise ValueError(f"PESTalkConfig.streaming_mel_prior must be {self.num_mel_bins} finite numbers "
+                             f"(one per mel bin) or null, got {len(prior)} values")
+        if not self.is_streaming:
+            return
+        if self.streaming_emotion_prior is not None and self.streaming_emotion_prior not in self.emotions:
+            raise ValueError(f"PESTalkConfig.streaming_emotion_prior must be one of {self.emotions} or null, "
+                             f"got {self.streaming_emotion_prior!r}")
+        if self.content_encoder_type != "mel" or self.use_temporal_stream:
+            raise ValueError("PESTalkConfig.streaming_lookahead_frames needs content_encoder_type='mel' and "
+                             "use_temporal_stream=false (the wav2vec2 encoders have no bounded-look-ahead mode)")
+        # Resampling 100 Hz → 30 fps reads the mel step after a frame's centre; it stays inside the frame
+        # (so inside its chunk) only while a mel hop is shorter than half a frame.
+        if 2 * self.mel_hop_length * self.fps >= self.sampling_rate:
+            raise ValueError("PESTalkConfig: the streaming mode needs mel_hop_length < half a frame "
+                             f"(sampling_rate / fps / 2 = {self.sampling_rate / self.fps / 2:g} samples)")

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .lookahead import StreamingContext, attention_mask, conv_taps_allowed, masked_conv1d
+
 
 class KANLinear(nn.Module):
     """B-spline KAN layer mapping ``(..., in_features)`` → ``(..., out_features)``.
@@ -136,13 +138,20 @@ class ConformerConvModule(nn.Module):
         self.pointwise_out = nn.Conv1d(d_model, d_model, 1)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, T, d)`` with ``frame_mask`` ``(B, T)`` (True = valid) → ``(B, T, d)``."""
+    def forward(
+        self, x: torch.Tensor, frame_mask: torch.Tensor | None = None, stream: StreamingContext | None = None
+    ) -> torch.Tensor:
+        """``(B, T, d)`` with ``frame_mask`` ``(B, T)`` (True = valid) → ``(B, T, d)``. With ``stream`` the
+        depthwise conv's taps that would read a later chunk are off (bounded look-ahead)."""
         h = self.norm(x)
         if frame_mask is not None:
             h = h.masked_fill(~frame_mask.unsqueeze(-1), 0.0)  # padding must not leak into valid frames
         h = F.glu(self.pointwise_in(h.transpose(1, 2)), dim=1)
-        h = self.depthwise(h).transpose(1, 2)
+        if stream is None:
+            h = self.depthwise(h).transpose(1, 2)
+        else:
+            taps = conv_taps_allowed(stream.frame_chunks(h.shape[-1], h.device), self.depthwise.kernel_size[0])
+            h = masked_conv1d(h, self.depthwise, taps).transpose(1, 2)
         h = F.silu(self.depthwise_norm(h))
         h = self.pointwise_out(h.transpose(1, 2)).transpose(1, 2)
         return self.dropout(h)
@@ -178,13 +187,21 @@ class KANConformerBlock(nn.Module):
         self.ffn2 = ffn()
         self.final_norm = nn.LayerNorm(d_model)
 
-    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, T, d)``, ``frame_mask`` ``(B, T)`` bool (True = valid) → ``(B, T, d)``."""
+    def forward(
+        self, x: torch.Tensor, frame_mask: torch.Tensor | None = None, stream: StreamingContext | None = None
+    ) -> torch.Tensor:
+        """``(B, T, d)``, ``frame_mask`` ``(B, T)`` bool (True = valid) → ``(B, T, d)``. ``stream``: the
+        bounded-look-ahead masks (chunk rule, left context) on the attention and the conv module."""
         x = x + 0.5 * self.ffn1(x)
         h = self.attn_norm(x)
-        key_padding_mask = None if frame_mask is None else ~frame_mask
-        h, _ = self.attn(h, h, h, key_padding_mask=key_padding_mask, need_weights=False)
+        if stream is None:
+            key_padding_mask = None if frame_mask is None else ~frame_mask
+            h, _ = self.attn(h, h, h, key_padding_mask=key_padding_mask, need_weights=False)
+        else:
+            mask = attention_mask(stream.attention_allowed(h.shape[1], h.device), frame_mask, h.dtype)
+            mask = mask.expand(h.shape[0], -1, -1).repeat_interleave(self.attn.num_heads, dim=0)
+            h, _ = self.attn(h, h, h, attn_mask=mask, need_weights=False)
         x = x + self.attn_dropout(h)
-        x = x + self.conv(x, frame_mask)
+        x = x + self.conv(x, frame_mask, stream)
         x = x + 0.5 * self.ffn2(x)
         return self.final_norm(x)

@@ -16,6 +16,7 @@ Decisions where the paper is silent or inconsistent are written next to the code
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Iterable
@@ -30,6 +31,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_pestalk import PESTalkConfig
 from .kan import KANConformerBlock, KANLinear
+from .lookahead import StreamingContext, attention_mask, conv_taps_allowed, masked_conv1d, running_mean_within_chunks
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -119,6 +121,8 @@ class PESTalkOutput(ModelOutput):
         frame_mask: ``(B, T)`` True on valid frames.
         emotion_features / content_features: ``(B, T, F)`` E and C.
         loss_position / loss_motion / loss_classification / loss_disentanglement: the unweighted terms.
+        frame_emotion_logits: ``(B, T, num_emotions)`` streaming mode only: log of the smoothed running
+            emotion probabilities in effect at each frame (what the style followed; causal).
     """
 
     loss: torch.Tensor | None = None
@@ -133,6 +137,7 @@ class PESTalkOutput(ModelOutput):
     loss_motion: torch.Tensor | None = None
     loss_classification: torch.Tensor | None = None
     loss_disentanglement: torch.Tensor | None = None
+    frame_emotion_logits: torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------------------- audio encoders
@@ -199,7 +204,15 @@ class MelFrames(nn.Module):
             )
             self.num_features = front_channels
 
-    def forward(self, waveform: torch.Tensor, frame_mask: torch.Tensor, sample_lengths: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, waveform: torch.Tensor, frame_mask: torch.Tensor, sample_lengths: torch.Tensor | None,
+        stream: StreamingContext | None = None,
+        skip_frames: int = 0,
+    ) -> torch.Tensor:
+        """``(B, N)`` → ``(B, T, num_features)``. ``stream``: bounded look-ahead (running normalisation,
+        front-end taps off where they would read a later chunk). ``skip_frames`` (streaming): the caller
+        drops that many leading frames, so the conv front end runs only on the mel frames the others
+        read (the first ``skip_frames`` output frames are then meaningless)."""
         cfg = self.config
         mel = self.mel(waveform)  # frame m centred at m · hop / sr (center=True)
         lengths = None if sample_lengths is None else sample_lengths // cfg.mel_hop_length + 1
@@ -209,13 +222,37 @@ class MelFrames(nn.Module):
             # average speech: keep the frame's level, log mean mel power, mapped from [-24, 2] to [-1, 1]
             # (digital silence is -23; speech at full scale has its median near -4, at -40 dB near -13).
             level = ((mel.logsumexp(-1, keepdim=True) - math.log(mel.shape[-1]) + 11.0) / 13.0).clamp(-1.0, 1.0)
-        if cfg.mel_normalization == "utterance":
+        mel_chunks = None if stream is None else stream.mel_chunks(mel.shape[1], mel.device)
+        if cfg.mel_normalization == "utterance" and stream is not None:
+            # streaming: a running mean over the last frames up to the chunk's end replaces the clip mean
+            prior = None if cfg.streaming_mel_prior is None else torch.tensor(cfg.streaming_mel_prior, device=mel.device)
+            first = stream.offset * cfg.sampling_rate // (cfg.fps * cfg.mel_hop_length)  # stream's mel index of mel[0]
+            mean = running_mean_within_chunks(mel, mel_chunks, cfg.streaming_mel_norm_frames, lengths, prior,
+                                              cfg.streaming_mel_prior_frames, first)
+            valid = 1.0 if lengths is None else (torch.arange(mel.shape[1], device=mel.device)[None, :]
+                                                 < lengths[:, None].clamp_min(1)).to(mel.dtype)[..., None]
+            mel = (mel - mean) * valid
+        elif cfg.mel_normalization == "utterance":
             mel = normalize_log_mel(mel, lengths)
         if level is not None:
             mel = torch.cat([mel, level], dim=-1)
-        if self.front is not None:
+        offset = 0.0
+        if stream is not None and skip_frames > 0:
+            # first mel step frame `skip` reads, minus the front end's reach (2 convs × 2) and one for safety
+            first = int((skip_frames + 0.5) * cfg.sampling_rate / (cfg.fps * cfg.mel_hop_length)) - 5
+            first = max(0, min(first, mel.shape[1] - 1))
+            mel, mel_chunks = mel[:, first:], mel_chunks[first:]
+            lengths = None if lengths is None else (lengths - first).clamp_min(1)
+            offset = first * cfg.mel_hop_length / cfg.sampling_rate
+        if self.front is not None and stream is not None:
+            h = mel.transpose(1, 2)
+            for layer in self.front:
+                h = masked_conv1d(h, layer, conv_taps_allowed(mel_chunks, layer.kernel_size[0])) if isinstance(layer, nn.Conv1d) else layer(h)
+            mel = h.transpose(1, 2)
+        elif self.front is not None:
             mel = self.front(mel.transpose(1, 2)).transpose(1, 2)
-        return resample_to_frames(mel, frame_mask.shape[1], cfg.fps, cfg.sampling_rate / cfg.mel_hop_length, 0.0, lengths)
+        # Resampling reads mel steps i0 ≤ i1 ≤ the frame's centre + one hop: inside the frame (config check).
+        return resample_to_frames(mel, frame_mask.shape[1], cfg.fps, cfg.sampling_rate / cfg.mel_hop_length, offset, lengths)
 
 
 class Wav2Vec2Stream(nn.Module):
@@ -304,12 +341,15 @@ class DualStreamEmotionExtractor(nn.Module):
         self.classifier = nn.Linear(config.feature_size, config.num_emotions)
 
     def frequency_stream(
-        self, waveform: torch.Tensor, frame_mask: torch.Tensor, sample_lengths: torch.Tensor | None = None
+        self, waveform: torch.Tensor, frame_mask: torch.Tensor, sample_lengths: torch.Tensor | None = None,
+        stream: StreamingContext | None = None,
+        skip_frames: int = 0,
     ) -> torch.Tensor:
-        """``(B, N)`` → E_f ``(B, T, freq_hidden_size)``."""
-        h = self.freq_in(self.mel(waveform, frame_mask, sample_lengths))
+        """``(B, N)`` → E_f ``(B, T - skip_frames, freq_hidden_size)`` (see :meth:`PESTalkModel.encode`)."""
+        h = self.freq_in(self.mel(waveform, frame_mask, sample_lengths, stream, skip_frames))
+        h, frame_mask, stream = _skip(h, frame_mask, stream, skip_frames)
         for block in self.freq_blocks:
-            h = block(h, frame_mask)
+            h = block(h, frame_mask, stream)
         return h
 
     def forward(
@@ -318,13 +358,17 @@ class DualStreamEmotionExtractor(nn.Module):
         conv_features: torch.Tensor | None,
         frame_mask: torch.Tensor,
         sample_lengths: torch.Tensor | None = None,
+        stream: StreamingContext | None = None,
+        skip_frames: int = 0,
     ) -> torch.Tensor:
-        """Returns E ``(B, T, F)``. ``conv_features``: the temporal stream's conv features (None without it)."""
+        """Returns E ``(B, T, F)``. ``conv_features``: the temporal stream's conv features (None without it).
+        ``stream`` / ``skip_frames``: bounded look-ahead (the config rules out the temporal stream in that
+        mode), see :meth:`PESTalkModel.encode`."""
         parts = []
         if self.temporal is not None:
             parts.append(self.temporal.transformer(conv_features, frame_mask, sample_lengths))
         if self.config.use_frequency_stream:
-            parts.append(self.frequency_stream(waveform, frame_mask, sample_lengths))
+            parts.append(self.frequency_stream(waveform, frame_mask, sample_lengths, stream, skip_frames))
         return self.proj(torch.cat(parts, dim=-1))
 
 
@@ -361,11 +405,14 @@ class MelContentEncoder(nn.Module):
         self.proj = nn.Linear(h, config.feature_size)
 
     def forward(
-        self, waveform: torch.Tensor, frame_mask: torch.Tensor, sample_lengths: torch.Tensor | None = None
+        self, waveform: torch.Tensor, frame_mask: torch.Tensor, sample_lengths: torch.Tensor | None = None,
+        stream: StreamingContext | None = None,
+        skip_frames: int = 0,
     ) -> torch.Tensor:
-        h = self.frames(waveform, frame_mask, sample_lengths)
+        h = self.frames(waveform, frame_mask, sample_lengths, stream, skip_frames)
+        h, frame_mask, stream = _skip(h, frame_mask, stream, skip_frames)
         for block in self.blocks:
-            h = block(h, frame_mask)
+            h = block(h, frame_mask, stream)
         return self.proj(h)
 
 
@@ -577,12 +624,18 @@ class StyleGuidedDecoder(nn.Module):
         self.output = nn.Linear(d, out_dim)
         self.output.zero_init = True  # read by PESTalkPreTrainedModel._init_weights
 
-    def forward(self, features: torch.Tensor, frame_mask: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """``features`` ``(B, T, in_dim)``, ``frame_mask`` ``(B, T)`` → ``(B, T, out_dim)``."""
+    def forward(
+        self, features: torch.Tensor, frame_mask: torch.Tensor, offset: int = 0, stream: StreamingContext | None = None
+    ) -> torch.Tensor:
+        """``features`` ``(B, T, in_dim)``, ``frame_mask`` ``(B, T)`` → ``(B, T, out_dim)``. ``stream``: the
+        bounded-look-ahead mask (chunk rule, left context) on top of the periodic bias."""
         t = features.shape[1]
         bias = periodic_alibi_bias(self.num_heads, t, self.period, device=features.device)[None]
-        padding = torch.zeros(frame_mask.shape, dtype=bias.dtype, device=features.device).masked_fill(~frame_mask, float("-inf"))
-        bias = bias + padding[:, None, None, :]
+        if stream is not None:
+            bias = bias + attention_mask(stream.attention_allowed(t, features.device), frame_mask, bias.dtype)[:, None]
+        else:
+            padding = torch.zeros(frame_mask.shape, dtype=bias.dtype, device=features.device).masked_fill(~frame_mask, float("-inf"))
+            bias = bias + padding[:, None, None, :]
         h = self.ppe(self.in_proj(features), offset)
         for layer in self.layers:
             h = layer(h, bias)
@@ -757,10 +810,24 @@ class PESTalkModel(PESTalkPreTrainedModel):
         return self._conv_identity_cache[1]
 
     def encode(
-        self, input_values: torch.Tensor, frame_mask: torch.Tensor, attention_mask: torch.Tensor | None = None
+        self, input_values: torch.Tensor, frame_mask: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        frame_offset: int = 0,
+        skip_frames: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run Φ_E and Φ_C. ``(B, N)``, ``(B, T)``, ``(B, N)`` → E ``(B, T, F)``, C ``(B, T, F)``."""
+        """Run Φ_E and Φ_C. ``(B, N)``, ``(B, T)``, ``(B, N)`` → E ``(B, T, F)``, C ``(B, T, F)``.
+
+        Streaming mode only: ``frame_offset`` = absolute index of the first frame (a window cut from a
+        longer stream, starting on whole seconds), so the chunks stay on the absolute grid;
+        ``skip_frames`` = drop that many leading frames after the mel front end (which still sees the
+        whole window, e.g. for the running normalisation) and before the Conformer blocks, which a
+        sliding-window streamer needs only near the new frames; E and C are then ``(B, T - skip, F)``."""
         lengths = None if attention_mask is None else attention_mask.long().sum(-1)
+        stream = StreamingContext.from_config(self.config, frame_offset)
+        if stream is not None:  # mel streams only (config check): no wav2vec2 conv features
+            emotion = self.emotion_extractor(input_values, None, frame_mask, lengths, stream, skip_frames)
+            return emotion, self.content_encoder(input_values, frame_mask, lengths, stream, skip_frames)
+        if skip_frames:
+            raise ValueError("skip_frames is for the streaming mode (streaming_lookahead_frames set)")
         content_conv = self.content_encoder.stream.conv_features(input_values) if self._uses_wav2vec2_content else None
         temporal = self.emotion_extractor.temporal
         emotion_conv = None
@@ -862,8 +929,7 @@ class PESTalkModel(PESTalkPreTrainedModel):
             predicted = probs.masked_fill(~available, -1.0).argmax(-1)
             force_emotion = predicted if force_emotion is None else torch.where(forced, force_emotion.to(predicted.device), predicted)
         if cfg.style_confidence_full is not None:
-            chance = 1.0 / probs.shape[-1]
-            scale = ((confidence - chance) / (cfg.style_confidence_full - chance)).clamp(0.0, 1.0)
+            scale = confidence_intensity(confidence, cfg.style_confidence_full, probs.shape[-1])
             scale = torch.where(forced, torch.ones_like(scale), scale)
             intensity = scale if intensity is None else intensity.to(scale.dtype) * scale
         return force_emotion, intensity
@@ -871,10 +937,12 @@ class PESTalkModel(PESTalkPreTrainedModel):
     def decode(
         self, emotion: torch.Tensor, content: torch.Tensor, style: torch.Tensor, frame_mask: torch.Tensor, offset: int = 0
     ) -> torch.Tensor:
-        """Partitioned decoders. E, C ``(B, T, F)``, style ``(B, style_dim)`` → ``(B, T, 52)``."""
-        s = style[:, None, :].expand(-1, content.shape[1], -1).to(content.dtype)
-        lower = self.lower_decoder(torch.cat([content, s], dim=-1), frame_mask, offset)
-        upper = self.upper_decoder(torch.cat([emotion, s], dim=-1), frame_mask, offset)
+        """Partitioned decoders. E, C ``(B, T, F)``, style ``(B, style_dim)`` or per frame ``(B, T, style_dim)``
+        (the streaming style track) → ``(B, T, 52)``. ``offset``: absolute index of the first frame."""
+        stream = StreamingContext.from_config(self.config, offset)
+        s = style.to(content.dtype) if style.ndim == 3 else style[:, None, :].expand(-1, content.shape[1], -1).to(content.dtype)
+        lower = self.lower_decoder(torch.cat([content, s], dim=-1), frame_mask, offset, stream)
+        upper = self.upper_decoder(torch.cat([emotion, s], dim=-1), frame_mask, offset, stream)
         out = lower.new_zeros(*lower.shape[:2], self.config.num_blendshapes)
         out[..., self.lower_index] = lower
         out[..., self.upper_index] = upper
@@ -933,12 +1001,19 @@ class PESTalkModel(PESTalkPreTrainedModel):
             teacher_speakers = speaker_ids
         if teacher_speakers is not None and bool((teacher_speakers < 0).any()):
             teacher_speakers = None  # mixed batch: fall back to retrieval for all
-        style, style_index, style_sim = self.select_style(
-            pooled_emotion, emotion_logits, voiceprint,
-            speaker_ids=teacher_speakers,
-            emotion_labels=emotion_labels if (self.training or not self.config.use_style_library) and labels is not None else None,
-            force_emotion=force_emotion, force_speaker=force_speaker, intensity=intensity, top_k=style_top_k,
-        )
+        frame_emotion_logits = None
+        if self.config.is_streaming and not self.training:
+            # streaming inference: the style follows a causal running estimate on a slow clock
+            tracker = StreamingStyleTracker(self, voiceprint, force_emotion, force_speaker, intensity, style_top_k)
+            style, frame_emotion_logits = tracker.run(emotion, frame_mask)
+            style_index, style_sim = tracker.index, tracker.similarity
+        else:
+            style, style_index, style_sim = self.select_style(
+                pooled_emotion, emotion_logits, voiceprint,
+                speaker_ids=teacher_speakers,
+                emotion_labels=emotion_labels if (self.training or not self.config.use_style_library) and labels is not None else None,
+                force_emotion=force_emotion, force_speaker=force_speaker, intensity=intensity, top_k=style_top_k,
+            )
         blendshapes = self.decode(emotion, content, self.style_projection(style.to(content.dtype)), frame_mask)
         if not self.training and self.config.clamp_output:
             blendshapes = blendshapes.clamp(0.0, 1.0)
@@ -946,6 +1021,7 @@ class PESTalkModel(PESTalkPreTrainedModel):
         out = PESTalkOutput(
             blendshapes=blendshapes, emotion_logits=emotion_logits, style_indices=style_index,
             style_similarity=style_sim, frame_mask=frame_mask, emotion_features=emotion, content_features=content,
+            frame_emotion_logits=frame_emotion_logits,
         )
         if labels is None and emotion_labels is None and pair_input_values is None:
             return out
@@ -1040,7 +1116,7 @@ class PESTalkModel(PESTalkPreTrainedModel):
             f0 = start * fps // sr
             t = min(cfg.num_frames(chunk.shape[1]), num_frames - f0)
             mask = torch.ones(1, cfg.num_frames(chunk.shape[1]), dtype=torch.bool, device=device)
-            emotion, content = self.encode(chunk, mask)
+            emotion, content = self.encode(chunk, mask, frame_offset=f0)
             emotion, content = emotion[:, :t], content[:, :t]
             w = _crossfade_weights(t, overlap_s * fps, first=start == 0, last=stop >= n, device=device)
             weight_total[f0 : f0 + t] += w
@@ -1056,12 +1132,27 @@ class PESTalkModel(PESTalkPreTrainedModel):
             intensity=as_tensor(intensity, pooled_emotion.dtype), top_k=style_top_k,
         )
         style = self.style_projection(style.to(pooled_emotion.dtype))
+        if cfg.is_streaming:
+            # streaming mode: the causal style track over the cross-faded E of the whole clip replaces the
+            # clip-level style (emotion_logits stay the clip summary)
+            blended = torch.zeros(1, num_frames, cfg.feature_size, device=device)
+            for f0, t, emotion, _, w in features:
+                blended[0, f0 : f0 + t] += emotion[0].float() * w[:, None]
+            blended = (blended / weight_total[None, :, None].clamp_min(1e-8)).to(pooled_emotion.dtype)
+            tracker = StreamingStyleTracker(
+                self, voiceprint, as_tensor(force_emotion, torch.long), as_tensor(force_speaker, torch.long),
+                as_tensor(intensity, pooled_emotion.dtype), style_top_k,
+            )
+            track, _ = tracker.run(blended, torch.ones(1, num_frames, dtype=torch.bool, device=device))
+            style = self.style_projection(track.to(pooled_emotion.dtype))
+            index, sim = tracker.index, tracker.similarity
 
         # Pass 2: decode per window, cross-fade.
         out = torch.zeros(num_frames, cfg.num_blendshapes, device=device)
         for f0, t, emotion, content, w in features:
             mask = torch.ones(1, t, dtype=torch.bool, device=device)
-            y = self.decode(emotion, content, style, mask, offset=f0)[0]
+            window_style = style[:, f0 : f0 + t] if style.ndim == 3 else style
+            y = self.decode(emotion, content, window_style, mask, offset=f0)[0]
             out[f0 : f0 + t] += y.float() * w[:, None]
         out = out / weight_total[:, None].clamp_min(1e-8)
         if cfg.clamp_output:
@@ -1102,6 +1193,230 @@ class PESTalkModel(PESTalkPreTrainedModel):
         self.config.style_speakers = speakers
 
 
+class StreamingStyleTracker:
+    """Emotion and style of the streaming mode, on a slower clock than the frames.
+
+    Fed chunk by chunk (:meth:`step`; :meth:`run` for a whole sequence), it keeps the emotion features
+    of the last ``streaming_emotion_frames`` frames. Every ``streaming_style_update_frames`` (rounded to
+    whole chunks, on the absolute chunk index, so a sliding-window streamer and a full-clip forward agree)
+    it classifies their mean, smooths the probabilities (exponential moving average, starting from the
+    one-hot of ``streaming_emotion_prior``), updates the held emotion with hysteresis (a new emotion must lead the held one by ``streaming_emotion_hysteresis``),
+    retrieves the style of the held emotion (:meth:`PESTalkModel.select_style`, intensity from the
+    smoothed confidence as ``style_confidence_full`` says) and cross-fades to it over
+    ``streaming_style_fade_frames``. Everything it reads ends at the current chunk: causal.
+
+    Args:
+        model: a :class:`PESTalkModel` whose config is in the streaming mode.
+        voiceprint: ``(B, voiceprint_dim)`` or None.
+        force_emotion / force_speaker / intensity / top_k: the overrides of :meth:`PESTalkModel.forward`.
+    """
+
+    def __init__(self, model: "PESTalkModel", voiceprint: torch.Tensor | None = None,
+                 force_emotion: torch.Tensor | None = None, force_speaker: torch.Tensor | None = None,
+                 intensity: torch.Tensor | None = None, top_k: int | None = None) -> None:
+        cfg = model.config
+        if not cfg.is_streaming:
+            raise ValueError("StreamingStyleTracker needs a config with streaming_lookahead_frames set")
+        self.model, self.config = model, cfg
+        self.voiceprint, self.force_emotion, self.force_speaker = voiceprint, force_emotion, force_speaker
+        self.intensity, self.top_k = intensity, top_k
+        self.chunk = cfg.streaming_lookahead_frames + 1
+        self.every = max(1, round(cfg.streaming_style_update_frames / self.chunk))
+        self._history: list[tuple[torch.Tensor, torch.Tensor]] = []  # (E (B, n, F), mask (B, n)) per chunk
+        self._kept = 0
+        self.probabilities: torch.Tensor | None = None  # (B, C) smoothed
+        self.held: torch.Tensor | None = None  # (B,) long
+        self.index: torch.Tensor | None = None
+        self.similarity: torch.Tensor | None = None
+        self._prior = None if cfg.streaming_emotion_prior is None else cfg.emotions.index(cfg.streaming_emotion_prior)
+        if self._prior is not None and cfg.use_style_library and self._library_ready():
+            if not bool((model.style_library.emotion_counts[:, self._prior] > 0).any()):
+                self._prior = None  # no style of that emotion to start from
+        self._from = self._to = None
+        self._since = 0
+
+    def _pooled(self) -> torch.Tensor:
+        e = torch.cat([h[0] for h in self._history], 1)
+        m = torch.cat([h[1] for h in self._history], 1)[..., None].to(e.dtype)
+        return (e * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    def _library_ready(self) -> bool:
+        lib = self.model.style_library
+        return lib.num_speakers > 0 and bool((lib.emotion_counts > 0).any())
+
+    def _update(self) -> None:
+        cfg, model = self.config, self.model
+        pooled = self._pooled()
+        probs = model.emotion_extractor.classifier(pooled).float().softmax(-1)
+        previous = self.probabilities
+        if previous is None and self._prior is not None:  # the stream starts from the prior emotion
+            previous = torch.zeros_like(probs)
+            previous[:, self._prior] = 1.0
+            self.held = torch.full((probs.shape[0],), self._prior, dtype=torch.long, device=probs.device)
+        self.probabilities = probs if previous is None else previous + cfg.streaming_emotion_smoothing * (probs - previous)
+        p = self.probabilities
+        candidates = p
+        uses_classifier = cfg.style_emotion_from_classifier or not cfg.use_style_library
+        if cfg.use_style_library and self._library_ready():
+            have = model.style_library.emotion_counts.to(p.device) > 0
+            available = have.any(0).expand_as(p)
+            if self.force_speaker is not None:
+                spk = self.force_speaker.to(p.device).long()
+                available = torch.where((spk >= 0)[:, None], have[spk.clamp_min(0)], available)
+            candidates = p.masked_fill(~available, -1.0)
+        best = candidates.argmax(-1)
+        if self.held is None:
+            self.held = best
+        else:
+            lead = p.gather(1, best[:, None])[:, 0] - p.gather(1, self.held[:, None])[:, 0]
+            self.held = torch.where((best != self.held) & (lead > cfg.streaming_emotion_hysteresis), best, self.held)
+        user = None if self.force_emotion is None else self.force_emotion.to(p.device).long()
+        forced = torch.zeros_like(self.held, dtype=torch.bool) if user is None else user >= 0
+        force, intensity = self.force_emotion, self.intensity
+        if uses_classifier and (not cfg.use_style_library or self._library_ready()):
+            force = self.held if user is None else torch.where(forced, user, self.held)
+            if cfg.style_confidence_full is not None and cfg.use_style_library:
+                scale = confidence_intensity(p.gather(1, self.held[:, None])[:, 0], cfg.style_confidence_full, p.shape[-1])
+                scale = torch.where(forced, torch.ones_like(scale), scale)
+                intensity = scale if intensity is None else intensity.to(scale.dtype) * scale
+        style, self.index, self.similarity = model.select_style(
+            pooled, p.clamp_min(1e-12).log().to(pooled.dtype), self.voiceprint,
+            force_emotion=force, force_speaker=self.force_speaker, intensity=intensity, top_k=self.top_k,
+        )
+        if self._to is None:
+            self._from = self._to = style
+        else:
+            self._from, self._to = self._current(), style
+        self._since = 0
+
+    def _current(self) -> torch.Tensor:
+        w = min(1.0, self._since / self.config.streaming_style_fade_frames)
+        return self._from + w * (self._to - self._from)
+
+    def step(self, chunk_index: int, emotion: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One chunk: E ``(B, n, F)`` of its frames (``mask`` ``(B, n)``, True = valid) → the style of each
+        of its frames before projection ``(B, n, style_in)``. ``chunk_index``: absolute chunk number."""
+        if mask is None:
+            mask = torch.ones(emotion.shape[:2], dtype=torch.bool, device=emotion.device)
+        self._history.append((emotion, mask))
+        self._kept += emotion.shape[1]
+        keep = self.config.streaming_emotion_frames
+        while self._kept - self._history[0][0].shape[1] >= keep:
+            self._kept -= self._history.pop(0)[0].shape[1]
+        if self._kept > keep:  # trim the oldest chunk to exactly `keep` frames
+            cut = self._kept - keep
+            e, m = self._history[0]
+            self._history[0] = (e[:, cut:], m[:, cut:])
+            self._kept = keep
+        if self._to is None or chunk_index % self.every == 0:
+            self._update()
+        frames = []
+        for _ in range(emotion.shape[1]):
+            self._since += 1
+            frames.append(self._current())
+        return torch.stack(frames, 1)
+
+    def frame_logits(self, num_frames: int) -> torch.Tensor:
+        """The smoothed log-probabilities in effect, repeated over ``num_frames``: ``(B, n, C)``."""
+        return self.probabilities.clamp_min(1e-12).log()[:, None].expand(-1, num_frames, -1)
+
+    def run(self, emotion: torch.Tensor, frame_mask: torch.Tensor, frame_offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole sequence, chunk by chunk: E ``(B, T, F)``, ``frame_mask`` ``(B, T)`` → per-frame style
+        ``(B, T, style_in)`` and the emotion log-probabilities in effect ``(B, T, C)``."""
+        t = emotion.shape[1]
+        styles, logits = [], []
+        start = 0
+        while start < t:
+            chunk_index = (start + frame_offset) // self.chunk
+            stop = min(t, (chunk_index + 1) * self.chunk - frame_offset)
+            styles.append(self.step(chunk_index, emotion[:, start:stop], frame_mask[:, start:stop]))
+            logits.append(self.frame_logits(stop - start))
+            start = stop
+        return torch.cat(styles, 1), torch.cat(logits, 1)
+
+
+def streaming_receptive_field(config: PESTalkConfig) -> dict[str, float | int | None]:
+    """Look-ahead and left context of the streaming mode, from the config (no weights needed).
+
+    Returns a dict:
+        ``lookahead_frames``: L; frame ``t`` reads audio up to the end of frame ``last(chunk(t)) ≤ t + L``.
+        ``margin_samples``: plus this many samples (half an STFT window: a mel frame centred before a
+            frame's end reads ``mel_win_length / 2`` samples past its centre).
+        ``max_lookahead_seconds`` / ``mean_lookahead_seconds``: audio after the end of a frame that it
+            needs, for the first frame of a chunk and on average over a chunk.
+        ``left_frames``: frames before ``t`` whose encoder inputs reach the decoder output at ``t``
+            (None = unbounded: ``streaming_left_context_frames`` is None).
+        ``decoder_left_frames`` / ``encoder_left_frames``: its two parts, decoder layers × left and
+            encoder blocks × (left + conv half-kernel); a streamer that caches E and C needs the encoder
+            part of the audio only (``encoder_left_samples``).
+        ``left_samples``: audio before the start of frame ``t`` that it may read (None = unbounded):
+            decoder layers × left + encoder blocks × (left + conv half-kernel) frames, then the mel
+            front end (2 convs × 2 mel frames), the running normalisation window and half an STFT window.
+    """
+    if not config.is_streaming:
+        raise ValueError("streaming_receptive_field needs a config with streaming_lookahead_frames set")
+    lookahead, left = config.streaming_lookahead_frames, config.streaming_left_context_frames
+    margin = config.mel_win_length // 2
+    out: dict[str, float | int | None] = {
+        "lookahead_frames": lookahead,
+        "margin_samples": margin,
+        "max_lookahead_seconds": lookahead / config.fps + margin / config.sampling_rate,
+        "mean_lookahead_seconds": lookahead / 2 / config.fps + margin / config.sampling_rate,
+        "left_frames": None,
+        "left_samples": None,
+        "decoder_left_frames": None,
+        "encoder_left_frames": None,
+        "encoder_left_samples": None,
+    }
+    if left is None:
+        return out
+    half = config.freq_conv_kernel_size // 2
+    encoder_blocks = max(config.content_num_blocks, config.freq_num_blocks if config.use_frequency_stream else 0)
+    decoder_frames, encoder_frames = config.decoder_num_layers * left, encoder_blocks * (left + half)
+    mel_back = 4 + 1  # content front end: two kernel-5 convs; +1: resampling reads the mel step before a frame's centre
+    if config.mel_normalization == "utterance":
+        mel_back += config.streaming_mel_norm_frames - 1
+    samples_per_frame = config.sampling_rate / config.fps
+
+    def samples(frames: int) -> int:
+        return int(math.ceil(frames * samples_per_frame + mel_back * config.mel_hop_length + margin))
+
+    out.update(left_frames=decoder_frames + encoder_frames, left_samples=samples(decoder_frames + encoder_frames),
+               decoder_left_frames=decoder_frames, encoder_left_frames=encoder_frames,
+               encoder_left_samples=samples(encoder_frames))
+    return out
+
+
+def streaming_chunk_ready_samples(config: PESTalkConfig, chunk_index: int) -> int:
+    """Samples (from the stream's start) that the frames of chunk ``chunk_index`` depend on, in the
+    streaming mode: they are final once this much audio has arrived (and no later sample changes them).
+
+    The chunk's last frame ``e = (c + 1)(L + 1) − 1`` reads mel frames centred before the end of frame
+    ``e``; the last one, ``m = ceil((e + 1) · sr / (fps · hop)) − 1``, reads up to sample
+    ``m · hop + mel_win_length / 2 − 1``."""
+    if not config.is_streaming:
+        raise ValueError("streaming_chunk_ready_samples needs a config with streaming_lookahead_frames set")
+    end_frame = (chunk_index + 1) * (config.streaming_lookahead_frames + 1)  # exclusive
+    hop_fps = config.mel_hop_length * config.fps
+    last_mel = -(-end_frame * config.sampling_rate // hop_fps) - 1
+    return last_mel * config.mel_hop_length + config.mel_win_length // 2
+
+
+def _skip(
+    h: torch.Tensor, frame_mask: torch.Tensor, stream: StreamingContext | None, skip: int
+) -> tuple[torch.Tensor, torch.Tensor, StreamingContext | None]:
+    """Drop ``skip`` leading frames of ``h`` ``(B, T, d)`` and its mask; the chunk grid moves with them."""
+    if not skip:
+        return h, frame_mask, stream
+    return h[:, skip:], frame_mask[:, skip:], dataclasses.replace(stream, offset=stream.offset + skip)
+
+
+def confidence_intensity(confidence: torch.Tensor, full: float, num_classes: int) -> torch.Tensor:
+    """Style intensity from classifier confidence ``(B,)``: 0 at chance level, 1 from ``full`` on."""
+    chance = 1.0 / num_classes
+    return ((confidence - chance) / (full - chance)).clamp(0.0, 1.0)
+
+
 def _same_tensors(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return len(a) == len(b) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
 
@@ -1140,4 +1455,7 @@ def _encoder_config_dict(config: Wav2Vec2Config) -> dict:
     return d
 
 
-__all__ = ["PESTalkModel", "PESTalkPreTrainedModel", "PESTalkOutput"]
+__all__ = [
+    "PESTalkModel", "PESTalkPreTrainedModel", "PESTalkOutput", "StreamingStyleTracker", "streaming_receptive_field",
+    "streaming_chunk_ready_samples",
+]

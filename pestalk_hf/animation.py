@@ -3,7 +3,7 @@
 One object carries what an animator or a viewer needs: the (T, 52) weights in the internal ARKit
 order at ``fps``, optionally the emotion probabilities and the retrieved style (library speaker,
 emotion, similarity) and the input audio (16 kHz mono) so the MP4 has sound. Writers live in
-:mod:`pestalk_hf.exporters` and :mod:`pestalk_hf.render`; every one writes atomically.
+:mod:`pestalk_hf.exporters` (frames drawn by :mod:`pestalk_hf.avatar.render`); every one writes atomically.
 """
 
 from __future__ import annotations
@@ -118,11 +118,11 @@ class BlendshapeAnimation:
 
     def to_mp4(self, path: str | Path, avatar: Avatar | None = None, size: int = 512) -> Path:
         """Rendered video (H.264, ``fps``) with the audio as AAC when present."""
-        from .render import render_frames, write_mp4
+        from .avatar.render import render_frames
 
         if int(self.fps) != self.fps:
             raise ValueError(f"to_mp4 needs an integer fps, got {self.fps}")
-        write_mp4(path, render_frames(self.weights, avatar=avatar, size=size), fps=int(self.fps),
+        exporters.write_mp4(path, render_frames(self.weights, avatar=avatar, size=size), fps=int(self.fps),
                   audio=self.audio, sample_rate=self.sample_rate)
         return Path(path)
 

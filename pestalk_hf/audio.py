@@ -67,6 +67,7 @@ TRUNCATION_RATIO = 0.9
 (and more than :data:`TRUNCATION_MIN_SECONDS` short) is refused as truncated."""
 TRUNCATION_MIN_SECONDS = 0.25
 
+_TEXT_FORMATS = {"tty", "ansi", "bin", "idf", "xbin", "srt", "ass", "webvtt", "subviewer", "microdvd"}
 _BLOCK_VALUES = 1 << 20  # samples × channels per decoded block (4 MB of float32)
 _UNKNOWN_FRAMES = 1 << 62  # libsndfile reports SF_COUNT_MAX when a header gives no length
 
@@ -82,6 +83,7 @@ def load_audio(
     sampling_rate: int | None = None,
     *,
     max_seconds: float | None = None,
+    copy: bool = True,
 ) -> np.ndarray:
     """Load ``source`` as a 16 kHz mono float32 waveform in [-1, 1].
 
@@ -101,6 +103,9 @@ def load_audio(
         max_seconds: if given, reject clips longer than this. For files and bytes it is checked
             against the container's declared length before decoding, and decoding stops once it is
             passed; a positive number (``0`` or a negative value is a ``ValueError``, not "no limit").
+        copy: for raw samples that are already 1-D float32 at 16 kHz within [-1, 1], ``False`` returns
+            the input array itself instead of a copy (no extra memory for long clips); the default
+            ``True`` always returns a new array.
 
     Returns:
         ``np.ndarray`` of shape ``(num_samples,)``, dtype float32, peak <= 1. Float input that
@@ -120,7 +125,19 @@ def load_audio(
     if isinstance(decoded, _Mono):
         return _finish_mono(decoded.samples, decoded.seconds)
     samples, rate = decoded
-    return _finish(samples, rate, max_seconds)
+    return _finish(samples, rate, max_seconds, copy)
+
+
+def decode_to_mono(data: bytes, *, max_seconds: float | None = None, what: str = "audio bytes") -> np.ndarray:
+    """Encoded bytes (WAV, FLAC, OGG, MP3, …) → ``(N,)`` float32 mono at :data:`SAMPLING_RATE`, with the
+    same safeguards as :func:`load_audio`: rate, channels and declared length are checked from the
+    header before any sample is decoded, decoding runs block by block and stops at ``max_seconds``
+    (default :data:`MAX_DECODE_SECONDS`) or :data:`MAX_DECODED_VALUES`, truncated files are refused.
+
+    Unlike :func:`load_audio` it does not judge the content (no silence gate, no minimum length, no
+    peak normalisation): stored dataset clips are returned as recorded. Raises :class:`AudioError`.
+    """
+    return _decode_bytes(bytes(data), what, check_max_seconds(max_seconds)).samples
 
 
 def check_max_seconds(max_seconds: Any) -> float | None:
@@ -244,16 +261,23 @@ def _to_channels_last(samples: np.ndarray) -> np.ndarray:
     return samples if channel_axis == 1 else samples.T
 
 
-def _finish(samples: np.ndarray, rate: int, max_seconds: float | None) -> np.ndarray:
+def _finish(samples: np.ndarray, rate: int, max_seconds: float | None, copy: bool = True) -> np.ndarray:
     """Validate raw (N, C) float32 samples, mix to mono, resample to 16 kHz, then :func:`_finish_mono`."""
     if samples.shape[0] == 0:
         raise AudioError("audio contains no samples")
-    if not np.isfinite(samples).all():
+    # checked block by block: a whole-clip boolean mask would cost N bytes for nothing
+    if not all(np.isfinite(samples[i : i + _BLOCK_VALUES]).all() for i in range(0, samples.shape[0], _BLOCK_VALUES)):
         raise AudioError("audio contains NaN or infinite sample values")
     seconds = samples.shape[0] / rate
     if max_seconds is not None and seconds > max_seconds:
         raise AudioError(f"audio is {seconds:.2f} s long; the limit is {max_seconds:g} s")
-    mono = samples.mean(axis=1, dtype=np.float64).astype(np.float32)
+    # Mono input needs no mixing: the float64 mean would cost two copies of a 1 h clip (0.7 GB) to
+    # return the same values. With copy=False (the voiceprint step re-validating a loaded waveform)
+    # the caller's float32 array itself is returned when nothing else changes.
+    if samples.shape[1] == 1:
+        mono = samples[:, 0].copy() if copy and rate == SAMPLING_RATE else samples[:, 0]  # resampling copies anyway
+    else:
+        mono = samples.mean(axis=1, dtype=np.float64).astype(np.float32)
     if rate != SAMPLING_RATE:
         import soxr
 
@@ -461,6 +485,10 @@ def _decode_av(src: str | bytes, what: str, sf_reason: str, max_seconds: float |
         ) from None
     with container:
         if not container.streams.audio:
+            if container.format.name in _TEXT_FORMATS:  # FFmpeg shows any text file as a "video" of text
+                raise AudioError(f"cannot decode {what}: not an audio file (it holds text)")
+            if container.format.name.endswith("_pipe") or container.format.name == "image2":
+                raise AudioError(f"{what} is an image, not audio")
             kind = "video without an audio track" if container.streams.video else "no audio track"
             raise AudioError(f"{what} has {kind}")
         stream = container.streams.audio[0]

@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("text", help="what to say")
     s.add_argument("-o", "--output", type=Path, required=True, help="output .wav path")
     s.add_argument("--voice", default="en-us", help="eSpeak NG voice (default en-us)")
+
+    from .live.cli import add_live_parser  # `pestalk live` lives in pestalk_hf.live (optional extra: [live])
+
+    add_live_parser(sub)
     return parser
 
 
@@ -414,8 +418,14 @@ def cmd_say(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"animate": cmd_animate, "info": cmd_info, "say": cmd_say}[args.command]
+    handler = {"animate": cmd_animate, "info": cmd_info, "say": cmd_say, "live": cmd_live}[args.command]
     return handler(args)
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    from .live.cli import cmd_live as run_live
+
+    return run_live(args)
 
 
 if __name__ == "__main__":

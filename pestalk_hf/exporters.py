@@ -9,6 +9,10 @@ Formats an animator can open:
 * GLB: the avatar's mesh and morph targets plus a ``weights`` animation channel at the animation's
   fps (LINEAR), retargeted onto the avatar's *own* morph-target names and order, so three.js,
   Blender or any glTF viewer plays it directly.
+* MP4: frames drawn by :mod:`pestalk_hf.avatar.render`, H.264 + AAC.
+
+This module is the "files" end of the data path (audio → model → animation → avatar → files): it
+imports :mod:`pestalk_hf.avatar`, never the other way round.
 
 Every writer goes through :func:`atomic_write`: it writes a temporary file in the destination
 folder and renames it, so a crash never leaves a half-written file under the final name.
@@ -22,14 +26,17 @@ import functools
 import io
 import json
 import os
+import queue
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .avatar import Avatar, MorphMesh, VertexNormals, target_names
+from .avatar import Avatar, target_names
+from .avatar.gltf_io import GltfDocument, read_gltf
 from .blendshapes import (
     APPLE_NAMES,
     ARKIT_NAMES,
@@ -43,7 +50,6 @@ from .blendshapes import (
     to_apple_order,
     weights_from_rig,
 )
-from .gltf_io import GltfDocument, read_gltf
 
 JSON_FORMAT = "pestalk-blendshapes"
 JSON_VERSION = 1
@@ -250,45 +256,6 @@ def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def avatar_document(avatar: Avatar) -> tuple[GltfDocument, tuple[MorphMesh, ...]]:
-    """Build a self-contained glTF document for an avatar that has none (the procedural head).
-
-    One mesh with POSITION, NORMAL, COLOR_0 and 52 sparse morph targets (POSITION and NORMAL
-    deltas) named in internal ARKit order, one node, one scene.
-    """
-    doc = GltfDocument({"asset": {"version": "2.0", "generator": "pestalk_hf"}}, b"")
-    verts = np.ascontiguousarray(avatar.vertices, dtype=np.float32)
-    normals_of = VertexNormals(avatar.faces, len(verts))
-    normals = normals_of(verts)
-    attributes = {
-        "POSITION": doc.add_accessor(verts, "VEC3", target=34962),
-        "NORMAL": doc.add_accessor(normals, "VEC3", target=34962, with_bounds=False),
-    }
-    if avatar.colors is not None:
-        attributes["COLOR_0"] = doc.add_accessor(np.clip(avatar.colors, 0, 1).astype(np.float32), "VEC3",
-                                                 target=34962, with_bounds=False)
-    indices = doc.add_accessor(avatar.faces.astype(np.uint32).ravel(), "SCALAR", target=34963)
-    targets = []
-    for i in range(NUM_BLENDSHAPES):
-        delta = avatar.morph_targets[i]
-        moved = normals_of(verts + delta) - normals
-        moved[np.abs(moved) < 1e-5] = 0.0
-        targets.append({"POSITION": doc.add_sparse_vec3(delta), "NORMAL": doc.add_sparse_vec3(moved)})
-    doc.gltf.update({
-        "scene": 0,
-        "scenes": [{"nodes": [0]}],
-        "nodes": [{"name": avatar.name, "mesh": 0}],
-        "materials": [{"name": "skin", "pbrMetallicRoughness": {"baseColorFactor": [1, 1, 1, 1],
-                                                                "metallicFactor": 0.0, "roughnessFactor": 0.7},
-                       "doubleSided": True}],
-        "meshes": [{"name": avatar.name, "primitives": [{"attributes": attributes, "indices": indices,
-                                                         "material": 0, "mode": 4, "targets": targets}],
-                    "weights": [0.0] * NUM_BLENDSHAPES, "extras": {"targetNames": list(ARKIT_NAMES)}}],
-    })
-    match = match_morph_targets(ARKIT_NAMES)
-    return doc, (MorphMesh(0, tuple(ARKIT_NAMES), match, (0,)),)
-
-
 # Extensions that point at accessors or bufferViews from places prune_unused_data does not walk:
 # with one of them in use the document is left as it is rather than risk a dangling index.
 _OPAQUE_DATA_EXTENSIONS = ("KHR_draco_mesh_compression", "EXT_meshopt_compression", "KHR_meshopt_compression")
@@ -460,3 +427,77 @@ def read_animation_glb(path: str | Path, fps: float = 30.0, animation: int | str
             out[:, j] = ours[:, j]
         done |= set(match.mapping.values())
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# MP4
+# ------------------------------------------------------------------------------------------------
+
+
+def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: int = 30, audio: np.ndarray | None = None,
+              sample_rate: int = 16000, crf: int = 20) -> None:
+    """Encode RGB frames as H.264 (yuv420p, ``fps``) plus optional mono float audio as AAC.
+
+    Written to a temporary file in the destination folder and renamed when complete.
+    """
+    import av
+
+    if fps <= 0 or int(fps) != fps:
+        raise ValueError(f"write_mp4: fps must be a positive integer, got {fps}")
+    it = iter(frames)
+    first = next(it, None)
+    if first is None:
+        raise ValueError("write_mp4: no frames")
+    h, w = np.asarray(first).shape[:2]
+    if h % 2 or w % 2:
+        raise ValueError(f"write_mp4: H.264 yuv420p needs even sizes, got {w}x{h}")
+    with atomic_path(path, ".mp4") as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            video = container.add_stream("libx264", rate=int(fps))
+            video.width, video.height, video.pix_fmt = w, h, "yuv420p"
+            video.options = {"crf": str(crf), "preset": "veryfast"}
+            astream = container.add_stream("aac", rate=int(sample_rate), layout="mono") if audio is not None else None
+            # Encode on a worker thread while the next frame renders: x264 and llvmpipe release the GIL,
+            # so the two overlap on two cores.
+            pending: queue.Queue = queue.Queue(maxsize=8)
+            errors: list[BaseException] = []
+
+            def encode() -> None:
+                try:
+                    while (item := pending.get()) is not None:
+                        container.mux(video.encode(item))
+                except BaseException as err:  # re-raised in the caller's thread
+                    errors.append(err)
+                    while pending.get() is not None:
+                        pass
+
+            worker = threading.Thread(target=encode, daemon=True)
+            worker.start()
+            try:
+                for count, frame in enumerate(_chain(first, it)):
+                    img = np.ascontiguousarray(frame, dtype=np.uint8)
+                    if img.shape != (h, w, 3):
+                        raise ValueError(f"write_mp4: every frame must be ({h}, {w}, 3) uint8, got {img.shape}")
+                    vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+                    vf.pts = count
+                    pending.put(vf)
+            finally:
+                pending.put(None)
+                worker.join()
+            if errors:
+                raise errors[0]
+            container.mux(video.encode())
+            if astream is not None:
+                samples = np.asarray(audio, dtype=np.float32).reshape(-1)
+                chunk = 1024
+                for start in range(0, samples.size, chunk):
+                    af = av.AudioFrame.from_ndarray(samples[None, start:start + chunk], format="fltp", layout="mono")
+                    af.sample_rate = int(sample_rate)
+                    af.pts = start
+                    container.mux(astream.encode(af))
+                container.mux(astream.encode())
+
+
+def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    yield first
+    yield from rest

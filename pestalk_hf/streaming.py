@@ -7,19 +7,61 @@ the 30 fps grid and on the positional-encoding period) and emits the frames that
 ``lookahead_seconds`` old. Latency of a frame = chunk duration + lookahead + one window's compute
 time (measured by ``bench/bench_pipeline.py``). The voiceprint is estimated from the first
 ``voiceprint_seconds`` of speech and then frozen, so the style does not flicker.
+
+:class:`LookaheadStreamingAnimator` uses the model's streaming mode instead (``streaming_lookahead_frames``
+in the config, :mod:`pestalk_hf.modeling.lookahead`): every layer sees at most the rest of the frame's
+chunk of ``L + 1`` frames, so a chunk is final as soon as its audio (plus half an STFT window, 12.5 ms)
+has arrived; its latency is chunk + L/30 s + 12.5 ms + compute instead of chunk + 300 ms + compute.
+Emotion and style run on a slower clock (:class:`~pestalk_hf.modeling.modeling_pestalk.StreamingStyleTracker`).
+:func:`make_streaming_animator` picks either.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+from typing import Any
 
 import numpy as np
 import torch
 
+from .modeling.modeling_pestalk import StreamingStyleTracker, streaming_chunk_ready_samples, streaming_receptive_field
 from .voiceprint import VoiceprintBackend
 
 
+class _VoiceprintEstimator:
+    """Voiceprint from the first ``seconds`` of the stream, then frozen (so the style does not flicker).
+
+    ``every_seconds``: re-embed the audio so far at most this often (None = on every update); the speaker
+    embedding of up to ``seconds`` of audio costs tens of ms, too much for every 20 ms audio block."""
+
+    def __init__(self, backend: VoiceprintBackend | None, sampling_rate: int, seconds: float,
+                 every_seconds: float | None = None) -> None:
+        self.backend, self.sr, self.samples = backend, sampling_rate, int(seconds * sampling_rate)
+        self.every = 0 if every_seconds is None else int(every_seconds * sampling_rate)
+        self.voiceprint: torch.Tensor | None = None
+        self.total = 0
+        self._embedded_at = 0
+        self._audio: list[np.ndarray] = []
+
+    def update(self, chunk: np.ndarray) -> None:
+        self.total += len(chunk)
+        if self.backend is None or (self.voiceprint is not None and self.total > self.samples):
+            return
+        self._audio.append(chunk)
+        last = self.total > self.samples  # the final estimate is always made
+        due = self.voiceprint is None or self.total - self._embedded_at >= self.every or last
+        audio = np.concatenate(self._audio)
+        if due and np.abs(audio).max(initial=0.0) > 1e-4 and len(audio) >= self.sr // 2:
+            self.voiceprint = torch.from_numpy(np.asarray(self.backend.embed(audio), dtype=np.float32))
+            self._embedded_at = self.total
+        if last:
+            self._audio = []
+
+
 class StreamingAnimator:
+    """Offline model on a sliding window ("offline-window" mode): ``push(chunk) -> (k, 52)``, ``flush()``."""
+
     def __init__(
         self,
         model,
@@ -38,24 +80,17 @@ class StreamingAnimator:
         self.sr, self.fps = cfg.sampling_rate, cfg.fps
         self.context = int(context_seconds) * self.sr
         self.lookahead = int(round(lookahead_seconds * self.sr))
-        self.voiceprint_samples = int(voiceprint_seconds * self.sr)
         self.forward_params = forward_params
         self.buffer = np.zeros(0, dtype=np.float32)
         self.buffer_start = 0  # absolute sample index of buffer[0]; always a whole second
         self.total = 0  # samples received
         self.emitted = 0  # frames emitted
-        self.voiceprint: torch.Tensor | None = None
-        self._voice_audio: list[np.ndarray] = []
+        self._voice = _VoiceprintEstimator(voiceprint_backend, self.sr, voiceprint_seconds)
 
-    def _update_voiceprint(self, chunk: np.ndarray) -> None:
-        if self.backend is None or (self.voiceprint is not None and self.total > self.voiceprint_samples):
-            return
-        self._voice_audio.append(chunk)
-        audio = np.concatenate(self._voice_audio)
-        if np.abs(audio).max(initial=0.0) > 1e-4 and len(audio) >= self.sr // 2:
-            self.voiceprint = torch.from_numpy(np.asarray(self.backend.embed(audio), dtype=np.float32))
-        if self.total > self.voiceprint_samples:
-            self._voice_audio = []
+    @property
+    def voiceprint(self) -> torch.Tensor | None:
+        """The voiceprint in use (estimated from the first ``voiceprint_seconds``), None before."""
+        return self._voice.voiceprint
 
     def _frames_until(self, end_frame: int) -> np.ndarray:
         """Run the model on the current window; return frames [emitted, end_frame)."""
@@ -80,7 +115,7 @@ class StreamingAnimator:
             raise ValueError("audio chunk contains NaN or Inf samples")
         self.buffer = np.concatenate([self.buffer, chunk])
         self.total += len(chunk)
-        self._update_voiceprint(chunk)
+        self._voice.update(chunk)
         ready = max(0, self.total - self.lookahead) * self.fps // self.sr
         frames = self._frames_until(ready)
         # Keep only the last `context` samples (cut on whole seconds), but never drop unemitted audio.
@@ -96,3 +131,269 @@ class StreamingAnimator:
         """End of stream: the remaining frames up to ceil(total / sr × fps)."""
         end = -(-self.total * self.fps // self.sr)
         return self._frames_until(end)
+
+
+def with_streaming_mode(model, lookahead_frames: int, left_context_frames: int | None = 30, **fields: Any):
+    """A copy of ``model`` (weights copied, the original untouched) in the bounded-look-ahead streaming mode.
+
+    The mode's masks have no weights, so any mel PESTalk runs in it; a model fine-tuned with the masks
+    on (``configs/default_stream.yaml``) loses less quality. ``fields``: other ``streaming_*`` config fields.
+    """
+    streamed = copy.deepcopy(model)
+    cfg = streamed.config
+    updates = {"streaming_lookahead_frames": lookahead_frames, "streaming_left_context_frames": left_context_frames}
+    for key, value in fields.items():
+        if not key.startswith("streaming_"):
+            raise TypeError(f"with_streaming_mode takes streaming_* config fields, got {key!r}")
+        updates[key] = value
+    for key, value in updates.items():
+        setattr(cfg, key, value)
+    cfg.validate()
+    return streamed
+
+
+@torch.no_grad()
+def estimate_mel_prior(model, dataset: str, split: str = "train", max_clips: int = 300, every: int = 10) -> list[float]:
+    """Mean log-mel per bin over clips of a dataset (every ``every``-th clip, at most ``max_clips``): the
+    ``streaming_mel_prior`` that starts the streaming mode's running normalisation (use the data the
+    model was trained on). Returns ``num_mel_bins`` floats."""
+    from .data.loading import load_clips
+
+    if max_clips < 1 or every < 1:
+        raise ValueError("max_clips and every must be ≥ 1")
+    frontend = model.content_encoder.frames.mel if hasattr(model.content_encoder, "frames") else model.emotion_extractor.mel.mel
+    total, frames, used = None, 0, 0
+    for i, row in enumerate(load_clips(dataset, split=split, streaming=True)):
+        if i % every:
+            continue
+        mel = frontend(torch.from_numpy(np.asarray(row["waveform"], np.float32))[None].to(model.device))[0].double()
+        total = mel.sum(0) if total is None else total + mel.sum(0)
+        frames, used = frames + mel.shape[0], used + 1
+        if used >= max_clips:
+            break
+    if total is None:
+        raise ValueError(f"split {split!r} of {dataset} has no clips")
+    return (total / frames).tolist()
+
+
+def _as_long(value: Any) -> torch.Tensor | None:
+    return None if value is None else torch.tensor([int(value)], dtype=torch.long)
+
+
+class LookaheadStreamingAnimator:
+    """Streaming inference with the model's bounded look-ahead mode ("lookahead" mode).
+
+    The model must be in the streaming mode (``config.streaming_lookahead_frames`` = L; see
+    :func:`with_streaming_mode`). Frames come out one chunk of ``L + 1`` frames at a time, as soon as the
+    audio the chunk depends on has arrived (:func:`streaming_chunk_ready_samples`): the first frame of a
+    chunk waits for L more frames of audio, the last for none, each for 12.5 ms of STFT margin.
+
+    Once a chunk is complete its encoder outputs E, C are final (no later audio reaches them), so they are
+    cached per frame. On every push that completes chunks the encoders run on a sliding audio window that
+    starts on a whole second (the positional-encoding period and the chunk grid stay absolute) early enough
+    for the encoder receptive field of the new frames (``encoder_left_samples`` of
+    :func:`streaming_receptive_field`), the Conformer blocks only from the frames that field needs, and the
+    decoders on the cached E, C, style of the last ``decoder_layers × left`` frames plus the new ones. With
+    a bounded ``streaming_left_context_frames`` the frames are therefore exactly those of
+    ``model(whole_clip)`` in the same mode, with the same voiceprint. With an unbounded left context,
+    ``context_seconds`` caps the window (then approximate).
+
+    Emotion and style: :class:`StreamingStyleTracker` (running estimate over the last seconds, smoothed,
+    with hysteresis, cross-faded). ``emotion`` / ``emotion_probabilities`` give the current estimate.
+
+    Args:
+        model: a :class:`~pestalk_hf.PESTalkModel` in the streaming mode.
+        voiceprint_backend: estimates the voiceprint from the first ``voiceprint_seconds`` (then frozen).
+        voiceprint: a fixed ``(voiceprint_dim,)`` voiceprint instead (known speaker; tests).
+        context_seconds: window cap in whole seconds (None = exactly the receptive field).
+        forward_params: ``force_emotion``, ``force_speaker``, ``intensity``, ``style_top_k``.
+    """
+
+    def __init__(
+        self,
+        model,
+        voiceprint_backend: VoiceprintBackend | None = None,
+        *,
+        voiceprint: torch.Tensor | np.ndarray | None = None,
+        context_seconds: int | None = None,
+        voiceprint_seconds: float = 3.0,
+        **forward_params: Any,
+    ) -> None:
+        cfg = model.config
+        if not cfg.is_streaming:
+            raise ValueError("LookaheadStreamingAnimator needs a model in the streaming mode "
+                             "(config.streaming_lookahead_frames set; see with_streaming_mode)")
+        unknown = set(forward_params) - {"force_emotion", "force_speaker", "intensity", "style_top_k"}
+        if unknown:
+            raise TypeError(f"unexpected streaming arguments: {sorted(unknown)}")
+        self.field = streaming_receptive_field(cfg)
+        if context_seconds is None and self.field["left_samples"] is None:
+            raise ValueError("with streaming_left_context_frames=None the receptive field is unbounded: "
+                             "give context_seconds (approximate) or bound the left context")
+        if context_seconds is not None and int(context_seconds) < 1:
+            raise ValueError(f"context_seconds must be a whole number ≥ 1, got {context_seconds!r}")
+        self.model, self.config = model, cfg
+        self.sr, self.fps = cfg.sampling_rate, cfg.fps
+        self.chunk = cfg.streaming_lookahead_frames + 1
+        self.context = None if context_seconds is None else int(context_seconds) * self.sr
+        self._voice = _VoiceprintEstimator(voiceprint_backend, self.sr, voiceprint_seconds, every_seconds=0.5)
+        self._fixed_voiceprint = None
+        if voiceprint is not None:
+            vp = torch.as_tensor(np.asarray(voiceprint, dtype=np.float32)).reshape(-1)
+            if vp.shape != (cfg.voiceprint_dim,) or not torch.isfinite(vp).all():
+                raise ValueError(f"voiceprint must be {cfg.voiceprint_dim} finite numbers")
+            self._fixed_voiceprint = vp[None].to(model.device)
+        intensity = forward_params.get("intensity")
+        self.tracker = StreamingStyleTracker(
+            model, self._fixed_voiceprint, _as_long(forward_params.get("force_emotion")),
+            _as_long(forward_params.get("force_speaker")),
+            None if intensity is None else torch.tensor([float(intensity)]), forward_params.get("style_top_k"),
+        )
+        self.buffer = np.zeros(0, dtype=np.float32)
+        self.buffer_start = 0  # absolute sample of buffer[0]; always a whole second
+        self.total = 0
+        self.emitted = 0  # frames emitted (a multiple of the chunk until flush)
+        # per frame from _cache_start on: E (F,), C (F,), projected style (style_dim,)
+        self._cache: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._cache_start = 0
+        self._finished = False
+
+    # ------------------------------------------------------------------ public state
+    @property
+    def lookahead_frames(self) -> int:
+        return self.chunk - 1
+
+    @property
+    def emotion(self) -> str | None:
+        """The held emotion (hysteresis), None before the first chunk."""
+        held = self.tracker.held
+        return None if held is None else self.config.emotions[int(held[0])]
+
+    @property
+    def emotion_probabilities(self) -> dict[str, float]:
+        """Smoothed running emotion probabilities (empty before the first chunk)."""
+        p = self.tracker.probabilities
+        return {} if p is None else {n: float(v) for n, v in zip(self.config.emotions, p[0].tolist())}
+
+    def algorithmic_latency_seconds(self) -> dict[str, float]:
+        """Wait for audio after a frame's end before it can be computed (excluding chunking and compute):
+        ``max`` (first frame of a chunk) and ``mean`` over a chunk."""
+        return {"max": float(self.field["max_lookahead_seconds"]), "mean": float(self.field["mean_lookahead_seconds"])}
+
+    # ------------------------------------------------------------------ streaming
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        """Add 16 kHz mono samples; returns the ``(k, 52)`` frames that became final (k may be 0)."""
+        if self._finished:
+            raise RuntimeError("push() after flush(): start a new animator for a new stream")
+        chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        if not np.isfinite(chunk).all():
+            raise ValueError("audio chunk contains NaN or Inf samples")
+        self.buffer = np.concatenate([self.buffer, chunk])
+        self.total += len(chunk)
+        self._voice.update(chunk)
+        next_chunk = self.emitted // self.chunk
+        while streaming_chunk_ready_samples(self.config, next_chunk) <= self.total:
+            next_chunk += 1
+        end = next_chunk * self.chunk
+        frames = self._frames_until(end) if end > self.emitted else self._empty()
+        self._trim()
+        return frames
+
+    def flush(self) -> np.ndarray:
+        """End of stream: the remaining frames up to ceil(total / sr × fps) (the last chunk may be short)."""
+        self._finished = True
+        return self._frames_until(self.config.num_frames(self.total))
+
+    # ------------------------------------------------------------------ internals
+    def _empty(self) -> np.ndarray:
+        return np.zeros((0, self.config.num_blendshapes), dtype=np.float32)
+
+    def _trim(self) -> None:
+        """Drop audio and cached frames no future frame needs (audio cut on whole seconds)."""
+        if self.context is None:
+            need = math.floor(self.emitted * self.sr / self.fps) - int(self.field["encoder_left_samples"])
+            first_cached = self.emitted - int(self.field["decoder_left_frames"])
+        else:
+            need = self.total - self.context
+            first_cached = self.emitted - self.context * self.fps // self.sr
+        keep_from = max(0, min(need, self.emitted * self.sr // self.fps))
+        keep_from -= keep_from % self.sr
+        if keep_from > self.buffer_start:
+            self.buffer = self.buffer[keep_from - self.buffer_start:]
+            self.buffer_start = keep_from
+        if first_cached > self._cache_start:
+            del self._cache[: first_cached - self._cache_start]
+            self._cache_start = first_cached
+
+    @torch.no_grad()
+    def _frames_until(self, end: int) -> np.ndarray:
+        """Frames [emitted, end) from the current window."""
+        cfg, model, device = self.config, self.model, self.model.device
+        if end <= self.emitted or len(self.buffer) < math.ceil(self.sr / self.fps):
+            return self._empty()
+        if self._fixed_voiceprint is None and self._voice.voiceprint is not None:
+            self.tracker.voiceprint = self._voice.voiceprint[None].to(device)
+        f0 = self.buffer_start * self.fps // self.sr  # whole seconds: exact
+        window = torch.from_numpy(self.buffer).to(device=device, dtype=model.dtype)[None]
+        num_frames = cfg.num_frames(window.shape[1])
+        mask = torch.ones(1, num_frames, dtype=torch.bool, device=device)
+        # the new frames' encoder blocks need their inputs from `encoder_first` on (the mel front end
+        # still sees the whole window, e.g. for the running normalisation)
+        encoder_first = f0 if self.context is not None else max(f0, self.emitted - int(self.field["encoder_left_frames"]))
+        emotion, content = model.encode(window, mask, frame_offset=f0, skip_frames=encoder_first - f0)
+        emotion, content = emotion[:, self.emitted - encoder_first: end - encoder_first], content[:, self.emitted - encoder_first: end - encoder_first]
+        # style track over the new chunks; E, C and the projected style are cached per frame
+        start = self.emitted
+        while start < end:
+            c = start // self.chunk
+            stop = min(end, (c + 1) * self.chunk)
+            part = slice(start - self.emitted, stop - self.emitted)
+            style = model.style_projection(self.tracker.step(c, emotion[:, part]).to(emotion.dtype))
+            self._cache.extend(zip(emotion[0, part], content[0, part], style[0]))
+            start = stop
+        # decoders: the cached frames their left context reaches, then the new ones
+        decoder_first = self._cache_start
+        if self.context is None:
+            decoder_first = max(decoder_first, self.emitted - int(self.field["decoder_left_frames"]))
+        e, c_, s = (torch.stack(x)[None] for x in zip(*self._cache[decoder_first - self._cache_start:]))
+        out = model.decode(e, c_, s, torch.ones(1, e.shape[1], dtype=torch.bool, device=device), offset=decoder_first)[0]
+        if cfg.clamp_output:
+            out = out.clamp(0.0, 1.0)
+        frames = out[self.emitted - decoder_first:].float().cpu().numpy()
+        self.emitted = end
+        return frames
+
+
+def make_streaming_animator(
+    model,
+    voiceprint_backend: VoiceprintBackend | None = None,
+    *,
+    mode: str = "offline-window",
+    lookahead_frames: int | None = None,
+    left_context_frames: int | None = 30,
+    **kwargs: Any,
+):
+    """One factory for both streaming modes; both return an object with ``push(chunk) -> (k, 52)`` and
+    ``flush() -> (k, 52)``.
+
+    * ``mode="offline-window"``: :class:`StreamingAnimator` (the offline model on a sliding window; kwargs
+      ``context_seconds``, ``lookahead_seconds``, ``voiceprint_seconds`` and the forward parameters).
+    * ``mode="lookahead"``: :class:`LookaheadStreamingAnimator`. A model already in the streaming mode is
+      used as is; otherwise ``lookahead_frames`` (and ``left_context_frames``) put a copy of it in that
+      mode (:func:`with_streaming_mode`). kwargs: ``voiceprint``, ``context_seconds``,
+      ``voiceprint_seconds`` and the forward parameters.
+    """
+    if mode == "offline-window":
+        if lookahead_frames is not None:
+            raise ValueError("lookahead_frames is for mode='lookahead'; the offline window takes lookahead_seconds")
+        return StreamingAnimator(model, voiceprint_backend, **kwargs)
+    if mode == "lookahead":
+        if lookahead_frames is not None:
+            if model.config.is_streaming and model.config.streaming_lookahead_frames == lookahead_frames:
+                pass  # already in that mode (e.g. a fine-tuned streaming model)
+            else:
+                model = with_streaming_mode(model, int(lookahead_frames), left_context_frames)
+        elif not model.config.is_streaming:
+            raise ValueError("mode='lookahead' needs lookahead_frames or a model saved in the streaming mode")
+        return LookaheadStreamingAnimator(model, voiceprint_backend, **kwargs)
+    raise ValueError(f"mode must be 'offline-window' or 'lookahead', got {mode!r}")

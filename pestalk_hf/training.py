@@ -495,6 +495,11 @@ def train(cfg: TrainingConfig, resume: bool | str | Path = False, progress: bool
     model.resize_style_library(speakers)
     if cfg.balance_emotion_classes:
         model.config.emotion_class_weights = balanced_class_weights(stats, model.config.num_emotions)
+    if model.config.is_streaming and model.config.streaming_mel_prior is None:
+        # streaming mode: the running mel normalisation starts from the training data's mean log-mel
+        from .streaming import estimate_mel_prior
+
+        model.config.streaming_mel_prior = estimate_mel_prior(model, cfg.dataset, cfg.train_split)
     if cfg.lora:
         apply_lora(model, cfg.lora)
     params = [p for p in model.parameters() if p.requires_grad]

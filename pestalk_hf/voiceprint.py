@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import math
 import os
 import stat
 from abc import ABC, abstractmethod
@@ -38,6 +39,8 @@ __all__ = [
     "load_pyannote_checkpoint",
     "save_pyannote_checkpoint",
     "DEFAULT_VOICEPRINT_BACKEND",
+    "VOICEPRINT_WINDOW_SECONDS",
+    "voiceprint_windows",
 ]
 
 DEFAULT_VOICEPRINT_BACKEND = "resemblyzer"
@@ -67,7 +70,7 @@ class VoiceprintBackend(ABC):
         """Embed clips of any lengths → ``(B, dim)`` float32, each row unit norm."""
         if len(waveforms_16k) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        wavs = [load_audio(w, SAMPLING_RATE) for w in waveforms_16k]
+        wavs = [load_audio(w, SAMPLING_RATE, copy=False) for w in waveforms_16k]  # read only: no copy needed
         out = np.asarray(self._embed_waveforms(wavs), dtype=np.float32)
         if out.shape != (len(wavs), self.dim):
             raise RuntimeError(f"{self.name} returned shape {out.shape}, expected {(len(wavs), self.dim)}")
@@ -98,6 +101,12 @@ _RZ_VAD_AVERAGE_WIDTH = 8
 _RZ_VAD_MAX_SILENCE = 6
 _RZ_TARGET_DBFS = -30.0
 _INT16_MAX = 2**15 - 1
+
+VOICEPRINT_WINDOW_SECONDS = 60
+"""Long clips are embedded window by window (this many seconds of audio each), so a voiceprint costs
+the memory of one window whatever the clip's length (issue 11: 1 h of audio took 4.1 GB before)."""
+_RZ_WINDOW_SAMPLES = VOICEPRINT_WINDOW_SECONDS * SAMPLING_RATE
+_RZ_BATCH_PARTIALS = 64  # partial utterances per LSTM call (~50 MB of LSTM gate activations)
 
 
 class _GE2EEncoder(nn.Module):
@@ -144,24 +153,27 @@ def _vad_speech_flags(pcm16: bytes, n_windows: int) -> np.ndarray:
     return np.array([is_speech(pcm16[i * step : (i + 1) * step]) for i in range(n_windows)], dtype=bool)
 
 
-def resemblyzer_preprocess(wav: np.ndarray) -> np.ndarray:
-    """Resemblyzer's ``preprocess_wav`` for 16 kHz input: raise quiet clips to -30 dBFS, then cut
-    silences longer than ~0.2 s with WebRTC VAD (long pauses dilute the voiceprint).
+def _rz_gain(wav: np.ndarray) -> float:
+    """Resemblyzer's increase-only volume normalisation to -30 dBFS, as a factor (≥ 1).
 
-    Differences from resemblyzer, both deliberate: samples are clipped before int16 conversion
-    (resemblyzer wraps around on overflow), and if the VAD keeps less than one 30 ms window the
-    untrimmed clip is used (resemblyzer would return an empty array and crash later).
+    The RMS is summed block by block in float64, so a long clip costs no float64 copy of itself.
     """
-    wav = np.asarray(wav, dtype=np.float32)
-    rms = float(np.sqrt(np.mean((wav.astype(np.float64) * _INT16_MAX) ** 2)))
+    total = 0.0
+    for start in range(0, len(wav), _RZ_WINDOW_SAMPLES):
+        block = wav[start : start + _RZ_WINDOW_SAMPLES].astype(np.float64)
+        total += float(np.dot(block, block))
+    rms = math.sqrt(total / max(len(wav), 1)) * _INT16_MAX
     gain_db = _RZ_TARGET_DBFS - 20.0 * np.log10(max(rms, 1e-12) / _INT16_MAX)
-    if gain_db > 0:  # increase_only=True
-        wav = (wav * 10.0 ** (gain_db / 20.0)).astype(np.float32)
+    return float(10.0 ** (gain_db / 20.0)) if gain_db > 0 else 1.0
 
+
+def _rz_vad_trim(wav: np.ndarray) -> np.ndarray | None:
+    """Cut silences longer than ~0.2 s with WebRTC VAD (resemblyzer's ``trim_long_silences``);
+    ``None`` when the VAD keeps less than one 30 ms window (or the clip is shorter than one)."""
     usable = wav[: len(wav) - len(wav) % _RZ_VAD_WINDOW]
     n_windows = len(usable) // _RZ_VAD_WINDOW
     if n_windows == 0:
-        return wav
+        return None
     pcm = np.round(np.clip(usable, -1.0, 1.0) * _INT16_MAX).astype(np.int16).tobytes()
     flags = _vad_speech_flags(pcm, n_windows).astype(np.float64)
 
@@ -176,7 +188,31 @@ def resemblyzer_preprocess(wav: np.ndarray) -> np.ndarray:
 
     mask = binary_dilation(mask, np.ones(_RZ_VAD_MAX_SILENCE + 1))
     trimmed = usable[np.repeat(mask, _RZ_VAD_WINDOW)]
-    return trimmed if len(trimmed) >= _RZ_VAD_WINDOW else wav
+    return trimmed if len(trimmed) >= _RZ_VAD_WINDOW else None
+
+
+def resemblyzer_preprocess(wav: np.ndarray) -> np.ndarray:
+    """Resemblyzer's ``preprocess_wav`` for 16 kHz input: raise quiet clips to -30 dBFS, then cut
+    silences longer than ~0.2 s with WebRTC VAD (long pauses dilute the voiceprint).
+
+    Differences from resemblyzer, both deliberate: samples are clipped before int16 conversion
+    (resemblyzer wraps around on overflow), and if the VAD keeps less than one 30 ms window the
+    untrimmed clip is used (resemblyzer would return an empty array and crash later).
+    """
+    wav = np.asarray(wav, dtype=np.float32)
+    gain = _rz_gain(wav)
+    if gain != 1.0:
+        wav = (wav * np.float32(gain)).astype(np.float32)
+    trimmed = _rz_vad_trim(wav)
+    return wav if trimmed is None else trimmed
+
+
+def voiceprint_windows(num_samples: int, window: int) -> list[slice]:
+    """Cut ``[0, num_samples)`` into ``ceil(num_samples / window)`` equal, contiguous windows (≤ ``window``
+    samples each), so no window is a sliver: with two or more, each holds at least half a window."""
+    count = max(1, -(-num_samples // window))
+    edges = [round(i * num_samples / count) for i in range(count + 1)]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def _partial_slices(n_samples: int) -> list[slice]:
@@ -198,8 +234,10 @@ class ResemblyzerBackend(VoiceprintBackend):
     Pipeline (as ``VoiceEncoder.embed_utterance(preprocess_wav(wav))``): volume normalisation +
     VAD trimming → power mel spectrogram (40 bins, 25 ms Hann window, 10 ms hop, centred, zero
     padding as librosa >= 0.10 does, Slaney mel scale and norm) → 1.6 s partials at 1.3 per second
-    → LSTM → mean of the partial embeddings → L2 norm. Partials of all clips in a batch go through
-    the LSTM together.
+    → LSTM → mean of the partial embeddings → L2 norm. Partials of the clips in a batch go through
+    the LSTM together, at most ``_RZ_BATCH_PARTIALS`` at a time, and clips longer than
+    :data:`VOICEPRINT_WINDOW_SECONDS` are processed window by window, so memory stays bounded for any
+    length (see :meth:`_embed_waveforms`).
 
     Args:
         weights_path: a resemblyzer-format checkpoint (``{"model_state": ...}``); defaults to the
@@ -241,25 +279,62 @@ class ResemblyzerBackend(VoiceprintBackend):
         return (spec.abs() ** 2).T @ self._mel_basis
 
     def _embed_waveforms(self, waveforms: list[np.ndarray]) -> np.ndarray:
-        partials: list[torch.Tensor] = []
-        counts: list[int] = []
-        for wav in waveforms:
-            if self.preprocess:
-                wav = resemblyzer_preprocess(wav)
+        """Mean of the unit-norm partial embeddings of each clip, computed in bounded memory.
+
+        Long clips: the volume gain is measured on the whole clip (as resemblyzer does), then the clip
+        is cut into :func:`voiceprint_windows` of :data:`VOICEPRINT_WINDOW_SECONDS`; each window is
+        VAD-trimmed and sliced into partials on its own, and partials go through the LSTM in batches
+        of at most ``_RZ_BATCH_PARTIALS``. The result is the mean over *all* partials of the clip
+        (every second of speech counts, none is dropped), so it equals resemblyzer's
+        ``embed_utterance`` up to the partials that straddle a window edge; a clip of one window is
+        processed exactly as before. Windows the VAD finds silent are skipped; if every window is,
+        the untrimmed windows are used (as resemblyzer's fallback for a clip with no detected speech).
+        """
+        dim = self.encoder.linear.out_features
+        sums = np.zeros((len(waveforms), dim), dtype=np.float64)
+        counts = np.zeros(len(waveforms), dtype=np.int64)
+        pending: list[torch.Tensor] = []
+        owners: list[int] = []
+
+        def run_pending() -> None:
+            if not pending:
+                return
+            with torch.inference_mode():
+                embeds = self.encoder(torch.stack(pending).to(self.device)).cpu().numpy()
+            np.add.at(sums, np.asarray(owners), embeds.astype(np.float64))
+            np.add.at(counts, np.asarray(owners), 1)
+            pending.clear()
+            owners.clear()
+
+        def add_segment(index: int, wav: np.ndarray) -> None:
             slices = _partial_slices(len(wav))
             needed = slices[-1].stop * _RZ_HOP
             if needed >= len(wav):
                 wav = np.pad(wav, (0, needed - len(wav)))
             mel = self.mel_spectrogram(wav)
-            partials.extend(mel[s] for s in slices)
-            counts.append(len(slices))
-        with torch.inference_mode():
-            embeds = self.encoder(torch.stack(partials).to(self.device)).cpu().numpy()
-        out, start = [], 0
-        for n in counts:
-            out.append(embeds[start : start + n].mean(axis=0))
-            start += n
-        return np.stack(out)
+            for s in slices:
+                pending.append(mel[s])
+                owners.append(index)
+                if len(pending) >= _RZ_BATCH_PARTIALS:
+                    run_pending()
+
+        for index, wav in enumerate(waveforms):
+            gain = np.float32(_rz_gain(wav) if self.preprocess else 1.0)
+            windows = voiceprint_windows(len(wav), _RZ_WINDOW_SAMPLES)
+            kept = 0
+            for window in windows:
+                segment = wav[window] * gain if gain != 1.0 else wav[window]
+                if self.preprocess:
+                    segment = _rz_vad_trim(segment)
+                    if segment is None:
+                        continue
+                add_segment(index, segment)
+                kept += 1
+            if kept == 0:  # no speech found anywhere: the untrimmed clip, window by window
+                for window in windows:
+                    add_segment(index, wav[window] * gain if gain != 1.0 else wav[window])
+        run_pending()
+        return (sums / counts[:, None]).astype(np.float32)
 
 
 def _bundled_resemblyzer_weights() -> Path:
@@ -361,9 +436,9 @@ def save_pyannote_checkpoint(model, path: str | os.PathLike) -> Path:
 class PyannoteBackend(VoiceprintBackend):
     """A ``pyannote.audio`` 4.x embedding model (paper: ``pyannote/embedding``, 512-d).
 
-    The whole clip goes through the model's ``forward`` in one window (what
-    ``Inference(model, window="whole")`` does), which needs no ``model.specifications`` and no
-    torchcodec. Clips shorter than max(0.5 s, the receptive field of two output frames) are tiled
+    A clip of up to :data:`VOICEPRINT_WINDOW_SECONDS` goes through the model's ``forward`` in one
+    window (what ``Inference(model, window="whole")`` does), which needs no ``model.specifications``
+    and no torchcodec; longer clips are embedded window by window and averaged (bounded memory). Clips shorter than max(0.5 s, the receptive field of two output frames) are tiled
     (repeated) to that length: padding with zeros would bias the statistics pooling.
 
     Args:
@@ -402,13 +477,20 @@ class PyannoteBackend(VoiceprintBackend):
             )
 
     def _embed_waveforms(self, waveforms: list[np.ndarray]) -> np.ndarray:
+        """One forward per clip; clips longer than :data:`VOICEPRINT_WINDOW_SECONDS` are embedded per
+        :func:`voiceprint_windows` window and the window embeddings averaged, weighted by length
+        (bounded memory; the usual sliding-window practice of pyannote's ``Inference``)."""
         out = []
         with torch.inference_mode():
             for wav in waveforms:  # different lengths: one forward each (no padding bias)
-                if len(wav) < self.min_samples:
-                    wav = np.tile(wav, -(-self.min_samples // len(wav)))
-                x = torch.from_numpy(wav).to(self.device)[None, None]  # (batch=1, channel=1, samples)
-                out.append(self.model(x).reshape(-1).float().cpu().numpy())
+                total = np.zeros(self.dim, dtype=np.float64)
+                for window in voiceprint_windows(len(wav), _RZ_WINDOW_SAMPLES):
+                    part = wav[window]
+                    if len(part) < self.min_samples:
+                        part = np.tile(part, -(-self.min_samples // len(part)))
+                    x = torch.from_numpy(np.ascontiguousarray(part)).to(self.device)[None, None]  # (1, 1, samples)
+                    total += (window.stop - window.start) * self.model(x).reshape(-1).double().cpu().numpy()
+                out.append(total / len(wav))
         out = np.stack(out)
         if not np.isfinite(out).all():
             raise RuntimeError(f"{self.name} produced NaN/Inf embeddings")

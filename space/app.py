@@ -26,6 +26,7 @@ anything else is the same whether or not such a folder exists.
 from __future__ import annotations
 
 import atexit
+import html
 import logging
 import os
 import re
@@ -41,7 +42,7 @@ from typing import Any
 import gradio as gr
 
 import pestalk_hf
-from pestalk_hf.audio import AudioError
+from pestalk_hf.audio import AudioError, load_audio
 from pestalk_hf.avatar import Avatar, default_avatar, load_avatar
 from pestalk_hf.pipeline import AudioToBlendshapePipeline, load_pipeline
 
@@ -69,7 +70,7 @@ class SpaceLimits:
         output_ttl_seconds: how long a request's working folder lives after the answer was sent
             (Gradio copies outputs into its own cache as soon as the function returns).
         cache_sweep: ``(every, older_than)`` seconds for Gradio's own cache (uploads, output copies).
-        video_size: edge in pixels of the rendered MP4.
+        video_size: edge in pixels of the rendered MP4 (shown at that size, not upscaled).
         max_models: loaded models kept in memory (LRU) when users pick another model.
     """
 
@@ -79,7 +80,7 @@ class SpaceLimits:
     queue_size: int = 16
     output_ttl_seconds: float = 60.0
     cache_sweep: tuple[int, int] = (600, 1800)
-    video_size: int = 384
+    video_size: int = 512
     max_models: int = 2
 
     def __post_init__(self) -> None:
@@ -116,7 +117,18 @@ class SpaceLimits:
 
 def launch_kwargs(limits: SpaceLimits) -> dict[str, Any]:
     """Arguments for ``demo.launch`` that belong to the limits (upload size); add host/port yourself."""
-    return {"max_file_size": limits.max_file_size, "show_error": True}
+    return {"max_file_size": limits.max_file_size, "show_error": True, "css": SPACE_CSS}
+
+
+# Messages next to the inputs and the one error panel are plain HTML blocks styled here: a red box
+# that stays until the input changes (not a toast that vanishes after 10 s).
+SPACE_CSS = """
+.pestalk-msg { border-radius: 6px; padding: 8px 12px; margin: 2px 0 6px 0; font-size: 0.95em; line-height: 1.35; }
+.pestalk-msg.ok { background: #ecfdf3; color: #05603a; border: 1px solid #a6f4c5; }
+.pestalk-msg.bad { background: #fef3f2; color: #912018; border: 1px solid #fda29b; }
+.pestalk-msg.bad strong { color: #7a271a; }
+#curves_caption p { margin: 0; font-size: 0.9em; color: var(--body-text-color-subdued); }
+"""
 
 
 # ------------------------------------------------------------------------------------ temp files
@@ -264,8 +276,11 @@ def build_demo(
             with gr.Column(scale=1):
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Speech",
                                  elem_id="speech")
+                # checked as soon as a file arrives; the message stays until the input changes
+                speech_status = gr.HTML("", elem_id="speech_status")
                 avatar = gr.File(label="Avatar: an ARKit-rigged .glb (empty = the default head)",
                                  file_types=[".glb"], elem_id="avatar")
+                avatar_status = gr.HTML("", elem_id="avatar_status")
                 model_box = gr.Textbox(label="Model: a Hub id this Space offers (empty = the default)",
                                        value="", visible=allow_model_choice, elem_id="model")
                 with gr.Row():
@@ -276,27 +291,46 @@ def build_demo(
                     intensity = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Emotion intensity")
                 speaker = gr.Dropdown([AUTO, *config.style_speakers], value=AUTO, allow_custom_value=True,
                                       label="Style: library speaker (auto = nearest voiceprint)")
-                with gr.Row():
-                    blinks = gr.Checkbox(value=True, label="Add eye blinks")
-                    smoothing = gr.Slider(0.0, 5.0, value=1.0, step=0.5, label="Smoothing σ (frames)")
+                # the CLI's defaults (`pestalk animate`: no --blinks, --smoothing 0), so the downloads are
+                # the files the CLI writes for the same clip; the info lines say so
+                blinks = gr.Checkbox(value=DEFAULT_BLINKS, label="Add eye blinks",
+                                     info="Off by default, as in the CLI (pestalk animate --blinks)")
+                smoothing = gr.Slider(0.0, 5.0, value=DEFAULT_SMOOTHING, step=0.5, label="Smoothing σ (frames)",
+                                      info="0 = the model's own curves, as in the CLI (--smoothing)")
                 button = gr.Button("Animate", variant="primary", elem_id="animate")
             with gr.Column(scale=2):
-                head = gr.Model3D(label="Animated head (GLB)", clear_color=(0.93, 0.93, 0.95, 1.0),
-                                  height=420, elem_id="head3d")
-                video = gr.Video(label="Rendered video with audio", elem_id="video")
-                plot = gr.Image(label="Blendshape curves: lower face (top), upper face (bottom)", type="filepath")
+                error_panel = gr.HTML("", elem_id="error_panel")
+                head = gr.Model3D(label="Animated head (GLB): drag to turn, scroll to zoom", clear_color=VIEWER_BACKGROUND,
+                                  height=limits.video_size, elem_id="head3d")
+                video = gr.Video(label="Rendered video with audio", elem_id="video", width=limits.video_size,
+                                 height=limits.video_size + VIDEO_CONTROLS_PX)
+                # no panel label over the image: it hid the plot's own title
+                gr.Markdown("**Blendshape curves**: lower face (top), upper face (bottom); the six most active "
+                            "of each are coloured", elem_id="curves_caption")
+                plot = gr.Image(show_label=False, type="filepath", elem_id="curves")
                 with gr.Row():
                     emotions = gr.Label(label="Emotion read from the voice", num_top_classes=len(config.emotions))
                     style = gr.JSON(label="Retrieved style")
                 downloads = gr.File(label="Downloads: Live Link CSV, JSON, GLB", file_count="multiple")
 
+        inputs = [audio, avatar, model_box, emotion, intensity, speaker, blinks, smoothing]
+        results = [head, video, plot, emotions, style, downloads]
+        # The page's button: errors go to one panel and next to the input they concern, and the outputs
+        # are cleared (a raised gr.Error would put an "Error" badge on each of the six outputs).
         button.click(
-            animate,
-            inputs=[audio, avatar, model_box, emotion, intensity, speaker, blinks, smoothing],
-            outputs=[head, video, plot, emotions, style, downloads],
-            api_name="animate",
-            concurrency_limit=limits.concurrency_limit,
+            make_animate_ui(animate), inputs=inputs, outputs=[*results, error_panel, speech_status, avatar_status],
+            api_visibility="private", concurrency_limit=limits.concurrency_limit, concurrency_id="animate",
         )
+        # The API endpoint (gradio_client, curl) keeps raising: a client wants an exception, not a panel.
+        # Same queue slots as the button (one concurrency group).
+        gr.Button(visible=False).click(
+            animate, inputs=inputs, outputs=results, api_name="animate",
+            concurrency_limit=limits.concurrency_limit, concurrency_id="animate",
+        )
+        audio.change(make_check_speech(limits), inputs=audio, outputs=speech_status, api_visibility="private",
+                     queue=False, show_progress="hidden")
+        avatar.change(check_avatar, inputs=avatar, outputs=avatar_status, api_visibility="private",
+                      queue=False, show_progress="hidden")
         if allow_model_choice:
             refresh = make_refresh(models)
             for trigger in (model_box.submit, model_box.blur):
@@ -304,6 +338,84 @@ def build_demo(
                         api_visibility="private")
     demo.queue(max_size=limits.queue_size, default_concurrency_limit=limits.concurrency_limit)
     return demo
+
+
+DEFAULT_BLINKS = False
+DEFAULT_SMOOTHING = 0.0
+"""The controls start at the CLI's defaults (``pestalk animate``), checked by the tests against cli.py."""
+VIEWER_BACKGROUND = (0.16, 0.17, 0.19, 1.0)
+"""A dark neutral backdrop: skin, eye and mouth colours of the GLB's own materials read true on it (the
+light grey made the head look washed out)."""
+VIDEO_CONTROLS_PX = 40  # the label row above the 512 px video
+
+
+def message_html(kind: str, text: str) -> str:
+    """A message box for the page (``kind`` "ok" or "bad"); ``text`` is escaped (it may hold file names)."""
+    mark = "✓" if kind == "ok" else "✗"
+    return f'<div class="pestalk-msg {kind}" role="{"status" if kind == "ok" else "alert"}">{mark} {html.escape(text)}</div>'
+
+
+class InputError(gr.Error):
+    """A visitor's input cannot be used; ``field`` ("speech", "avatar" or None) says which input."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message, print_exception=False)
+        self.field = field
+
+
+def audio_problem(error: AudioError, limits: SpaceLimits, *paths: str | None) -> str:
+    """The sentence a visitor reads about audio that cannot be used (their file's name, no server paths)."""
+    message = _hide_paths(str(error), *paths).split(" (soundfile:")[0]
+    return (f"This audio cannot be used: {message}. Please send speech as WAV, FLAC, OGG, MP3 or M4A, "
+            f"up to {limits.max_audio_seconds:g} s.")
+
+
+def make_check_speech(limits: SpaceLimits) -> Callable[[str | None], str]:
+    """Handler run when speech arrives (upload or recording): type, size and duration are checked at once
+    with :func:`pestalk_hf.audio.load_audio` (header first, so a too-long file is refused undecoded)."""
+
+    def check_speech(path: str | None) -> str:
+        if not path:
+            return ""
+        try:
+            size = os.path.getsize(path)
+            wav = load_audio(path, max_seconds=limits.max_audio_seconds)
+        except (AudioError, OSError) as error:
+            if not isinstance(error, AudioError):
+                error = AudioError(f"the upload could not be read ({type(error).__name__})")
+            return message_html("bad", audio_problem(error, limits, path))
+        return message_html("ok", f"{len(wav) / 16000:.1f} s of audio ({size / 1e6:.2f} MB): ready to animate.")
+
+    return check_speech
+
+
+def check_avatar(path: str | None) -> str:
+    """Handler run when an avatar arrives: it is parsed (size caps, ARKit targets) before any animation."""
+    if not path:
+        return ""
+    try:
+        rig = _avatar(path)
+    except ValueError as error:
+        return message_html("bad", _hide_paths(str(error), path))
+    return message_html("ok", f"{Path(path).name}: {rig.num_vertices:,} vertices, ARKit morph targets found.")
+
+
+def make_animate_ui(animate: Callable[..., tuple]) -> Callable[..., tuple]:
+    """Wrap the API handler for the page: on an error, empty outputs, one error panel, and the message
+    also next to the input it concerns (speech or avatar)."""
+
+    def animate_ui(*args: Any) -> tuple:
+        try:
+            results = animate(*args)
+        except gr.Error as error:
+            text = str(error.message)
+            field = getattr(error, "field", None)
+            panel = message_html("bad", text)
+            return (None, None, None, None, None, None, panel,
+                    panel if field == "speech" else gr.skip(), panel if field == "avatar" else gr.skip())
+        return (*results, "", gr.skip(), gr.skip())
+
+    return animate_ui
 
 
 def make_refresh(models: ModelCache) -> Callable[[str, str, str], tuple[Any, Any]]:
@@ -337,7 +449,7 @@ def make_animate(models: ModelCache, workdirs: WorkDirs, limits: SpaceLimits) ->
     ) -> tuple[str, str, str, dict[str, float], dict[str, Any], list[str]]:
         """Speech → (GLB, MP4, curves PNG, emotion probabilities, retrieved style, [CSV, JSON, GLB])."""
         if not audio_path:
-            raise gr.Error("Please upload or record some speech first.", print_exception=False)
+            raise InputError("Please upload or record some speech first.", "speech")
         work = workdirs.new()
         try:
             pipe = models.get(model)
@@ -360,12 +472,13 @@ def make_animate(models: ModelCache, workdirs: WorkDirs, limits: SpaceLimits) ->
         except AudioError as error:
             workdirs.discard(work)
             LOG.info("rejected audio: %s", error)
-            message = _hide_paths(str(error), audio_path, avatar_path).split(" (soundfile:")[0]
-            raise gr.Error(f"This audio cannot be used: {message}. Please send speech as WAV, FLAC, OGG, MP3 or "
-                           f"M4A, up to {limits.max_audio_seconds:g} s.", print_exception=False) from None
-        except ValueError as error:  # unknown emotion/speaker, bad avatar, unloadable model
+            raise InputError(audio_problem(error, limits, audio_path, avatar_path), "speech") from None
+        except _AvatarError as error:
             workdirs.discard(work)
-            raise gr.Error(_hide_paths(str(error), audio_path, avatar_path), print_exception=False) from None
+            raise InputError(_hide_paths(str(error), audio_path, avatar_path), "avatar") from None
+        except ValueError as error:  # unknown emotion/speaker, unloadable model
+            workdirs.discard(work)
+            raise InputError(_hide_paths(str(error), audio_path, avatar_path)) from None
         except Exception:
             workdirs.discard(work)
             LOG.exception("animation failed")
@@ -378,12 +491,22 @@ def make_animate(models: ModelCache, workdirs: WorkDirs, limits: SpaceLimits) ->
     return animate
 
 
+class _AvatarError(ValueError):
+    """The uploaded avatar cannot be used (its message is for the visitor)."""
+
+
 def _avatar(path: str | None) -> Avatar:
+    """The default head, or the uploaded GLB (cached); any problem with the upload → :class:`_AvatarError`."""
     if not path:
         return default_avatar()
     if Path(path).suffix.lower() not in (".glb", ".gltf"):
-        raise ValueError(f"the avatar must be a .glb file with ARKit morph targets, got {Path(path).name!r}")
-    return _load_avatar_cached(path, os.path.getmtime(path))
+        raise _AvatarError(f"the avatar must be a .glb file with ARKit morph targets, got {Path(path).name!r}")
+    try:
+        return _load_avatar_cached(path, os.path.getmtime(path))
+    except _AvatarError:
+        raise
+    except ValueError as error:
+        raise _AvatarError(str(error)) from None
 
 
 _AVATARS: OrderedDict[tuple[str, float], Avatar] = OrderedDict()

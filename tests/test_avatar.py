@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pestalk_hf.avatar import ARKIT, VertexNormals, default_avatar, load_avatar, vertex_normals
-from pestalk_hf.gltf_io import GltfDocument, read_gltf
+from pestalk_hf.avatar.gltf_io import GltfDocument, read_gltf
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 AVATARS = ASSETS / "avatars"
@@ -131,7 +131,7 @@ def test_default_avatar_has_52_moving_targets():
 
 
 def test_default_avatar_is_deterministic():
-    from pestalk_hf.procedural_head import build_head
+    from pestalk_hf.avatar.procedural_head import build_head
 
     a, b = build_head(), build_head()
     np.testing.assert_array_equal(a.vertices, b.vertices)

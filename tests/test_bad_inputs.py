@@ -1,5 +1,7 @@
-"""Bad inputs to the CLI and the Python API (issue 11, points 2–5): each case asserts the exit code or
-the exception type, that the message names the problem, and that no partial or stray file is left.
+"""Bad inputs to the CLI, the Python API and the Space (issue 11, points 2–5; issue 12 point 4): each case
+asserts the exit code or the exception type, that the message names the problem, and that no partial or
+stray file is left. Space uploads are checked as they arrive (the handler Gradio calls, and headless
+Chromium uploading the file through the page, as tests/test_space_browser.py drives it).
 
 The CLI runs in-process (``pestalk_hf.cli.main``) so the suite stays fast; ``tests/test_cli.py`` runs
 the real subprocess. Models are the tiny random-weight ones of ``tests/test_pipeline.py``.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import io
+from html import unescape
 import json
 import re
 import shutil
@@ -416,3 +419,235 @@ def test_save_into_a_file_path_is_refused(tmp_path):
     with pytest.raises(ValueError, match="exists and is not a folder"):
         BlendshapeAnimation(weights=np.zeros((3, 52), np.float32)).save(target, "a", formats=("csv",))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+# ------------------------------------------------------------------ more audio kinds (API, datasets)
+
+
+RAW_AUDIO_ERRORS = [
+    ("array_3d", lambda: np.zeros((2, 2, 16000), np.float32), 16000, r"1-D \(samples\) or 2-D"),
+    ("complex_samples", lambda: np.zeros(16000, np.complex64), 16000, "unsupported sample dtype complex64"),
+    ("string_samples", lambda: np.array(["a"] * 1000), 16000, "unsupported sample dtype"),
+    ("dict_without_rate", lambda: {"array": speech_like(0.5)}, None, "needs a 'sampling_rate' entry"),
+    ("dict_unknown_keys", lambda: {"samples": speech_like(0.5)}, 16000, r"expected 'array' or 'raw'"),
+    ("rate_zero", lambda: speech_like(0.5), 0, "sampling_rate must be a positive integer, got 0"),
+    ("rate_fraction", lambda: speech_like(0.5), 16000.5, "sampling_rate must be a positive integer"),
+    ("rate_missing", lambda: speech_like(0.5), None, "sampling_rate is required"),
+    ("too_short", lambda: speech_like(0.5)[:100], 16000, r"too short: 100 samples"),
+    ("inf_samples", lambda: np.r_[speech_like(0.5), np.inf].astype(np.float32), 16000, "NaN or infinite"),
+    ("nan_tensor", lambda: torch.full((16000,), float("nan")), 16000, "NaN or infinite"),
+    ("unsupported_type", lambda: {1, 2, 3}, 16000, "unsupported audio source of type set"),
+    ("channel_axis_unclear", lambda: np.zeros((20, 30000), np.float32), 16000, "cannot tell the channel axis"),
+    ("no_samples", lambda: np.zeros(0, np.float32), 16000, "no samples"),
+]
+
+
+@pytest.mark.parametrize("make, rate, message", [c[1:] for c in RAW_AUDIO_ERRORS], ids=[c[0] for c in RAW_AUDIO_ERRORS])
+def test_raw_audio_rejections(make, rate, message):
+    with pytest.raises(AudioError, match=message):
+        load_audio(make(), rate)
+
+
+def _flac_of_seconds(seconds: float, sr: int = 8000) -> bytes:
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", sr, 1, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(int(seconds // 10)):
+            f.write(np.zeros(10 * sr, np.float32))
+    return buf.getvalue()
+
+
+ROW_BYTES_ERRORS = [
+    ("row_longer_than_the_cap", lambda: _flac_of_seconds(700), r"700\.00 s long; the limit is 600 s"),
+    ("row_text_bytes", lambda: b"id,audio\n1,none\n" * 20, "cannot decode the row's audio bytes"),
+    ("row_empty_bytes", lambda: b"", "empty"),
+]
+
+
+@pytest.mark.parametrize("make, message", [c[1:] for c in ROW_BYTES_ERRORS], ids=[c[0] for c in ROW_BYTES_ERRORS])
+def test_dataset_row_audio_rejections(make, message):
+    """A dataset row's audio bytes are checked from their header before decoding (issue 11)."""
+    from pestalk_hf.data.schema import decode_audio_bytes
+
+    with pytest.raises(AudioError, match=message):
+        decode_audio_bytes(make())
+
+
+# ---------------------------------------------------------------------------------- CLI: options
+
+
+MORE_USAGE_CASES = [
+    CliCase("smoothing_huge", lambda t, w, m: [str(w), "-o", str(t / "out"), "--smoothing", "2e7"], 2, r"smoothing"),
+    CliCase("smoothing_negative", lambda t, w, m: [str(w), "-o", str(t / "out"), "--smoothing", "-1"], 2, r"smoothing"),
+    CliCase("intensity_out_of_range", lambda t, w, m: [str(w), "-o", str(t / "out"), "--intensity", "5"], 2,
+            r"intensity must be a number in \[0, 2\]"),
+    CliCase("unknown_speaker_style", lambda t, w, m: [str(w), "-o", str(t / "out"), "--speaker-style", "zoe"], 2,
+            r"unknown library speaker 'zoe'.*ann, bob"),
+    CliCase("avatar_missing", lambda t, w, m: [str(w), "-o", str(t / "out"), "--avatar", str(t / "nope.glb")], 2,
+            r"nope\.glb"),
+]
+
+
+@pytest.mark.parametrize("case", MORE_USAGE_CASES, ids=[c.name for c in MORE_USAGE_CASES])
+def test_cli_more_usage_errors(case: CliCase, tmp_path, tiny_model_dir, capsys):  # noqa: F811
+    test_cli_usage_errors(case, tmp_path, tiny_model_dir, capsys)
+
+
+# ------------------------------------------------------------- Space: uploads checked on arrival
+
+
+def _png(path: Path) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(path)
+    return path
+
+
+def _video_without_audio(path: Path) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=30)
+        stream.width = stream.height = 32
+        for _ in range(15):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def _glb_file(path: Path) -> Path:
+    from .test_security import _rig_document
+
+    path.write_bytes(_rig_document().to_glb_bytes())
+    return path
+
+
+def _wav_with(path: Path, rate: int, channels: int) -> Path:
+    sf.write(path, np.zeros((2000, channels), np.int16) + 1, rate, subtype="PCM_16")
+    return path
+
+
+SPACE_SPEECH_CASES = [
+    ("empty", lambda f: put(f / "empty.wav", b""), r"empty \(0 bytes\).*empty\.wav"),
+    ("text_named_wav", lambda f: put(f / "notes.wav", "not speech " * 40), r"cannot decode notes\.wav"),
+    ("text_file", lambda f: put(f / "notes.txt", "not speech " * 40), r"notes\.txt: not an audio file \(it holds text\)"),
+    ("image", lambda f: _png(f / "face.png"), r"face\.png is an image, not audio"),
+    ("glb_as_speech", lambda f: _glb_file(f / "head.glb"), r"cannot decode head\.glb"),
+    ("video_without_audio", lambda f: _video_without_audio(f / "clip.mp4"), r"clip\.mp4 has video without an audio track"),
+    ("too_long", lambda f: write_wav(f / "long.wav", 5.0), r"5\.00 s long; the limit is 4 s"),
+    ("header_declares_hours", _payload_flac, r"600\.00 s long; the limit is 4 s"),
+    ("silent", lambda f: sf.write(f / "quiet.wav", np.zeros(16000, np.float32), 16000) or f / "quiet.wav", "silent"),
+    ("dc_only", lambda f: sf.write(f / "dc.wav", np.full(16000, 0.5, np.float32), 16000) or f / "dc.wav", "DC offset"),
+    ("nan_samples", lambda f: sf.write(f / "nan.wav", np.r_[speech_like(0.5), np.nan].astype(np.float32),
+                                       16000, subtype="FLOAT") or f / "nan.wav", "NaN or infinite"),
+    ("truncated_mp3", lambda f: put(f / "cut.mp3", mp3_bytes(3.0)[:2500]), "truncated or damaged"),
+    ("too_short", lambda f: write_wav(f / "blip.wav", 0.005), "too short"),
+    ("too_many_channels", lambda f: _wav_with(f / "many.wav", 16000, 65), "declares 65 channels"),
+    ("rate_too_high", lambda f: _wav_with(f / "fast.wav", 1_000_000, 1), "sampling rate of 1000000 Hz"),
+]
+
+SPACE_AVATAR_CASES = [
+    ("avatar_not_glb", lambda f: put(f / "head.obj", "v 0 0 0\n"), r"must be a \.glb file.*head\.obj"),
+    ("avatar_no_arkit_targets", lambda f: _plain_glb(f / "plain.glb"), "no ARKit morph targets"),
+    ("avatar_broken", lambda f: put(f / "broken.glb", b"glTF" + b"\0" * 64), r"broken\.glb: GLB version 0"),
+    ("avatar_empty", lambda f: put(f / "empty.glb", b""), r"empty\.glb: neither a GLB"),
+    ("avatar_text", lambda f: put(f / "notes.glb", "not a model " * 20), r"notes\.glb: neither a GLB"),
+    ("avatar_uri_to_server_file", lambda f: _hostile_glb(f, image_uri="/proc/self/environ"),
+     r"hostile\.glb: refers to the external file '/proc/self/environ'; only self-contained avatars"),
+    ("avatar_declares_millions", lambda f: _many_vertices_glb(f), r"declares 2000000 vertices, over the cap"),
+]
+
+
+def _plain_glb(path: Path) -> Path:
+    from .test_space import _write_glb_without_arkit_targets
+
+    _write_glb_without_arkit_targets(path)
+    return path
+
+
+def _hostile_glb(folder: Path, **kwargs: Any) -> Path:
+    from .test_security import _glb_with
+
+    return _glb_with(folder, "hostile.glb", **kwargs)
+
+
+def _many_vertices_glb(folder: Path) -> Path:
+    from .test_security import _declaring_glb
+
+    return _declaring_glb(folder, "huge.glb", 2_000_000, with_view=True)
+
+
+@pytest.fixture(scope="module")
+def space_app():
+    pytest.importorskip("gradio", reason="the Space needs gradio")
+    from .test_space import load_app
+
+    app = load_app()
+    return app, app.SpaceLimits(max_audio_seconds=4.0)
+
+
+@pytest.mark.parametrize("make, message", [c[1:] for c in SPACE_SPEECH_CASES], ids=[c[0] for c in SPACE_SPEECH_CASES])
+def test_space_speech_upload_is_checked_on_arrival(space_app, tmp_path, make, message):
+    """What a visitor sees right after the upload (the Space's arrival check, called as Gradio calls it)."""
+    app, limits = space_app
+    path = make(tmp_path)
+    html = app.make_check_speech(limits)(str(path))
+    assert 'class="pestalk-msg bad"' in html and re.search(message, unescape(html)), html
+    assert str(tmp_path) not in html and "Traceback" not in html
+
+
+@pytest.mark.parametrize("make, message", [c[1:] for c in SPACE_AVATAR_CASES], ids=[c[0] for c in SPACE_AVATAR_CASES])
+def test_space_avatar_upload_is_checked_on_arrival(space_app, tmp_path, make, message):
+    app, _ = space_app
+    path = make(tmp_path)
+    html = app.check_avatar(str(path))
+    assert 'class="pestalk-msg bad"' in html and re.search(message, unescape(html)), html
+    assert str(tmp_path) not in html and "Traceback" not in html
+
+
+# ------------------------------------------------------------------ Space: a real browser uploads
+
+
+@pytest.fixture(scope="module")
+def bad_upload_space(tiny_model_dir, tmp_path_factory):  # noqa: F811
+    pytest.importorskip("gradio", reason="the Space needs gradio")
+    from .test_space_browser import launched_space
+
+    with launched_space(tiny_model_dir, tmp_path_factory.mktemp("bad_upload_work"), max_audio_seconds=4.0,
+                        video_size=64) as url:
+        yield url
+
+
+from .test_space_browser import HIDE_WEBGPU, browser, visible_error_badges  # noqa: E402,F401  (browser: fixture)
+
+BROWSER_CASES = [
+    ("browser_truncated_mp3", "speech", lambda f: put(f / "cut.mp3", mp3_bytes(3.0)[:2500]), "truncated or damaged"),
+    ("browser_silent_speech", "speech",
+     lambda f: sf.write(f / "quiet.wav", np.zeros(16000, np.float32), 16000) or f / "quiet.wav", "silent"),
+    ("browser_avatar_without_arkit_targets", "avatar", lambda f: _plain_glb(f / "plain.glb"), "no ARKit morph targets"),
+    # refused by the browser itself (the input's accept= list): Gradio's warning names the file, nothing is sent
+    ("browser_image_as_speech", "speech", lambda f: _png(f / "face.png"), None),
+    ("browser_video_as_speech", "speech", lambda f: _video_without_audio(f / "clip.mp4"), None),
+]
+
+
+@pytest.mark.parametrize("field, make, message", [c[1:] for c in BROWSER_CASES], ids=[c[0] for c in BROWSER_CASES])
+def test_space_bad_upload_in_a_real_browser(browser, bad_upload_space, tmp_path, field, make, message):  # noqa: F811
+    """Headless Chromium uploads the file: the reason appears next to that input, no "Error" badge."""
+    path = make(tmp_path)
+    page = browser.new_page(viewport={"width": 1280, "height": 1200})
+    page.add_init_script(HIDE_WEBGPU)
+    try:
+        page.goto(bad_upload_space, wait_until="networkidle")
+        page.locator(f"#{field} input[type=file]").set_input_files(str(path))
+        if message is None:  # the browser-side type check
+            page.get_by_text(f"Invalid file type: {path.name}").wait_for(state="visible", timeout=30_000)
+            page.wait_for_timeout(1000)
+            assert page.locator(f"#{field}_status .pestalk-msg").count() == 0  # nothing reached the server
+            assert page.locator(f"#{field} audio").count() == 0
+        else:
+            box = page.locator(f"#{field}_status .pestalk-msg.bad")
+            box.wait_for(state="visible", timeout=30_000)
+            assert re.search(message, box.inner_text()), box.inner_text()
+            assert str(tmp_path) not in box.inner_text()
+        assert visible_error_badges(page) == 0
+    finally:
+        page.close()

@@ -15,7 +15,7 @@ from pestalk_hf.animation import BlendshapeAnimation
 from pestalk_hf.avatar import ARKIT, load_avatar
 from pestalk_hf.blendshapes import APPLE_NAMES, LIVELINK_CSV_HEADER, LIVELINK_HEAD_EYE_COLUMNS, match_morph_targets
 from pestalk_hf.exporters import format_timecode, parse_timecode, prune_unused_data, read_livelink_timestamps
-from pestalk_hf.gltf_io import GltfDocument, read_gltf
+from pestalk_hf.avatar.gltf_io import GltfDocument, read_gltf
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 AVATARS = ASSETS / "avatars"

@@ -16,7 +16,7 @@ SIZE = 192
 
 @pytest.fixture(scope="module")
 def renderer():
-    from pestalk_hf.render import Renderer
+    from pestalk_hf.avatar.render import Renderer
 
     try:
         r = Renderer(size=SIZE)
@@ -75,7 +75,7 @@ def test_ict_avatar_renders_and_moves(renderer):
     path = ASSETS / "avatars" / "ict_face_arkit52.glb"
     if not path.is_file():
         pytest.skip("needs ../shared/assets/avatars/ict_face_arkit52.glb")
-    from pestalk_hf.render import render_frames
+    from pestalk_hf.avatar.render import render_frames
 
     frames = list(render_frames(np.stack([_pose(), _pose(jawOpen=1.0)]), avatar=load_avatar(path), size=128))
     assert len(frames) == 2
@@ -114,7 +114,7 @@ def test_mp4_has_h264_and_aac_with_the_right_frames(tmp_path, renderer):
 
 
 def test_mp4_rejects_odd_sizes(tmp_path):
-    from pestalk_hf.render import write_mp4
+    from pestalk_hf.exporters import write_mp4
 
     with pytest.raises(ValueError, match="even"):
         write_mp4(tmp_path / "x.mp4", [np.zeros((9, 8, 3), np.uint8)])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pestalk_hf.avatar import MAX_AVATAR_VERTICES, load_avatar
-from pestalk_hf.gltf_io import GltfDocument, read_gltf
+from pestalk_hf.avatar.gltf_io import GltfDocument, read_gltf
 
 SECRET = b"PESTALK-SECRET-TOKEN-1234"
 

@@ -42,7 +42,7 @@ SPEAKERS = ["ann", "bob"]
 MAX_SECONDS = 4.0
 MAX_FILE_SIZE = "4mb"  # facecap.glb (3.5 MB) fits, a 5 MB upload does not
 OUTPUT_TTL = 1.0
-VIDEO_SIZE = int(os.environ.get("PESTALK_SPACE_VIDEO_SIZE", "128"))  # the Space's default is 384
+VIDEO_SIZE = int(os.environ.get("PESTALK_SPACE_VIDEO_SIZE", "128"))  # the Space's default is 512
 # concurrent requests of the load test; PESTALK_LOAD_REQUESTS=24 measures a longer run
 LOAD_REQUESTS = int(os.environ.get("PESTALK_LOAD_REQUESTS", "4"))
 
@@ -281,7 +281,7 @@ def test_upload_size_limit(client, space, tmp_path):
 
 def _write_glb_without_arkit_targets(path: Path) -> None:
     """A valid GLB (one triangle) whose morph targets are not ARKit shapes."""
-    from pestalk_hf.gltf_io import GltfDocument
+    from pestalk_hf.avatar.gltf_io import GltfDocument
 
     doc = GltfDocument({"asset": {"version": "2.0"}}, b"")
     pos = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
@@ -314,6 +314,60 @@ def test_model_cache_rejects_non_pestalk_models(tmp_path, tiny_model_dir):
     assert messages[0] == messages[1]
     with pytest.raises(ValueError, match="video_size"):
         app.SpaceLimits(video_size=101)
+
+
+def test_controls_start_at_the_cli_defaults(space):
+    """Blinks and smoothing start where `pestalk animate` starts (so the downloads are the CLI's files),
+    and the UI says so; the video is rendered at 512 px by default (issue 12)."""
+    from pestalk_hf.cli import build_parser
+
+    app, demo = space[0], space[1]
+    cli = build_parser().parse_args(["animate", "speech.wav", "-o", "out"])
+    controls = {getattr(b, "label", None): b for b in demo.blocks.values()}
+    blinks, smoothing = controls["Add eye blinks"], controls["Smoothing σ (frames)"]
+    assert blinks.value is cli.blinks is False and smoothing.value == cli.smoothing == 0.0
+    assert "CLI" in blinks.info and "CLI" in smoothing.info
+    assert app.SpaceLimits().video_size == 512
+
+
+def test_upload_checks_and_page_errors_without_a_browser(space, tmp_path):
+    """The arrival checks (speech, avatar) and the page's error handling, called as Gradio calls them."""
+    app, limits = space[0], space[3]
+    check = app.make_check_speech(limits)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not speech " * 40)
+    assert check(None) == "" and app.check_avatar(None) == ""
+    for path, pattern in [(tmp_path / "empty.wav", r"empty \(0 bytes\): empty\.wav"),
+                          (tmp_path / "notes.txt", r"cannot decode notes\.txt: not an audio file"),
+                          (_wav(tmp_path / "long.wav", MAX_SECONDS + 1), r"5\.00 s long; the limit is 4 s"),
+                          (_wav(tmp_path / "quiet.wav", 1.0, amplitude=0.0), "silent")]:
+        html = check(str(path))
+        assert 'class="pestalk-msg bad"' in html and _search(pattern, html), html
+        assert str(tmp_path) not in html  # the visitor's file name, not the server's path
+    ok = check(_wav(tmp_path / "fine.wav", 1.5))
+    assert 'class="pestalk-msg ok"' in ok and "1.5 s of audio" in ok
+    _write_glb_without_arkit_targets(tmp_path / "plain.glb")
+    assert "no ARKit morph targets" in app.check_avatar(str(tmp_path / "plain.glb"))
+    from .test_security import _rig_document
+
+    (tmp_path / "rig.glb").write_bytes(_rig_document().to_glb_bytes())
+    assert app.check_avatar(str(tmp_path / "rig.glb")).startswith('<div class="pestalk-msg ok"')
+    assert "<script>" not in app.message_html("bad", "<script>alert(1)</script>")  # names are escaped
+
+    # the page's handler: no exception (no per-output "Error" badges), outputs cleared, one panel,
+    # and the message next to the input it concerns
+    def failing(*args):
+        raise app.InputError("This audio cannot be used: too long.", "speech")
+
+    out = app.make_animate_ui(failing)(*[None] * 8)
+    assert out[:6] == (None,) * 6 and "too long" in out[6] and out[7] == out[6]
+    assert out[8] == gr_skip()
+
+
+def gr_skip():
+    import gradio as gr
+
+    return gr.skip()
 
 
 # ------------------------------------------------------------------------------------ load test

@@ -10,10 +10,13 @@ CI installs (see .ci/run): ``apt-get install -y chromium`` and ``pip install pla
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,6 +34,8 @@ CHROMIUM_ARGS = [
 # offers navigator.gpu but no adapter, then falls back to WebGL2. Hiding navigator.gpu makes this
 # browser behave like one without WebGPU, so any console error left is a real one.
 HIDE_WEBGPU = "delete Navigator.prototype.gpu;"
+VIDEO_SIZE = 512  # the Space's default: the video must be shown at its own size, not upscaled
+SHOTS = Path(os.environ.get("PESTALK_SPACE_SHOTS", "/tmp/space_shots"))  # screenshots for a person to look at
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +51,26 @@ def browser():
             chromium.close()
 
 
-@pytest.fixture(scope="module")
-def space_url(tiny_model_dir, tmp_path_factory):  # noqa: F811  (pytest fixture injection)
+@contextlib.contextmanager
+def launched_space(model_dir: Path, workdir: Path, **limits: Any) -> Iterator[str]:
+    """The Space on 127.0.0.1 with these :class:`SpaceLimits` fields; yields its URL."""
     app = load_app()
-    limits = app.SpaceLimits(max_audio_seconds=10.0, video_size=128, output_ttl_seconds=5.0)
-    demo = app.build_demo(str(tiny_model_dir), limits=limits, workdir=tmp_path_factory.mktemp("browser_work"))
+    space_limits = app.SpaceLimits(**limits)
+    demo = app.build_demo(str(model_dir), limits=space_limits, workdir=workdir)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **app.launch_kwargs(limits))
+                **app.launch_kwargs(space_limits))
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def space_url(tiny_model_dir, tmp_path_factory):  # noqa: F811  (pytest fixture injection)
+    with launched_space(tiny_model_dir, tmp_path_factory.mktemp("browser_work"), max_audio_seconds=10.0,
+                        video_size=VIDEO_SIZE, output_ttl_seconds=5.0) as url:
+        yield url
 
 
 def screenshot_canvas(page, path: Path) -> np.ndarray:
@@ -106,6 +119,20 @@ def test_upload_animate_and_see_the_head(browser, space_url, tmp_path):
             "() => { const v = document.querySelector('#video video'); return v && v.readyState >= 1 && v.duration; }",
             timeout=60_000).json_value()
         assert duration == pytest.approx(2.0, abs=0.15)  # the 2 s clip, with its audio track
+        # the video is rendered at 512 px and shown at that size (not a smaller render upscaled)
+        size = page.evaluate("() => { const v = document.querySelector('#video video');"
+                             " return [v.videoWidth, v.videoHeight, v.getBoundingClientRect().width]; }")
+        assert size[:2] == [VIDEO_SIZE, VIDEO_SIZE] and size[2] <= VIDEO_SIZE + 1, size
+        # arrival check said the clip is fine, no error panel, no "Error" badge
+        assert "ready to animate" in page.locator("#speech_status .pestalk-msg.ok").inner_text()
+        assert page.locator("#error_panel .pestalk-msg").count() == 0
+        assert visible_error_badges(page) == 0
+        # the curves image carries no panel label over it (it hid the plot's title)
+        assert page.locator("#curves img").count() == 1
+        labels = page.evaluate("""() => [...document.querySelectorAll('#curves label')].filter(e => {
+            const r = e.getBoundingClientRect(); return r.width > 2 && r.height > 2
+                && getComputedStyle(e).visibility !== 'hidden'; }).map(e => e.textContent.trim())""")
+        assert labels == [], labels
         page.wait_for_selector("#head3d canvas", timeout=60_000)
 
         # the GLB loads asynchronously: wait until the canvas shows a head
@@ -122,6 +149,68 @@ def test_upload_animate_and_see_the_head(browser, space_url, tmp_path):
         changed = float((np.abs(later - pixels).sum(axis=-1) > 30).mean())
         assert changed > 0.002, f"the head did not move between screenshots ({changed:.4f} of pixels changed)"
         assert shot.stat().st_size > 10_000
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "good_path.png"), full_page=True)
     finally:
         page.close()
     assert problems == [], "\n".join(problems)
+
+
+def visible_error_badges(page) -> int:
+    """Elements that read just "Error" (Gradio's per-output status badge after a raised gr.Error)."""
+    return page.evaluate("""() => [...document.querySelectorAll('body *')].filter(e =>
+        e.children.length === 0 && e.textContent.trim() === 'Error' && e.getClientRects().length > 0).length""")
+
+
+def _bad_uploads(folder: Path) -> dict[str, tuple[Path, str]]:
+    """name → (file, what the message must say)."""
+    import soundfile as sf
+
+    empty = folder / "empty.wav"
+    empty.write_bytes(b"")
+    notes = folder / "notes.wav"  # a text file named like audio
+    notes.write_text("this is not speech " * 50)
+    t = np.arange(12 * 16000) / 16000  # 12 s > the 10 s limit of this Space
+    long = folder / "long.wav"
+    sf.write(long, (0.3 * np.sin(2 * np.pi * 160 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))).astype(np.float32), 16000)
+    return {
+        "empty": (empty, r"empty \(0 bytes\).*empty\.wav"),
+        "not_audio": (notes, r"cannot be used: .*notes\.wav"),
+        "too_long": (long, r"12\.00 s long; the limit is 10 s"),
+    }
+
+
+@pytest.mark.parametrize("case", ["empty", "not_audio", "too_long"])
+def test_bad_upload_message_stays_next_to_the_input(browser, space_url, tmp_path, case):
+    """A bad upload is named next to the speech input as soon as it arrives; the message is still there
+    20 s later; "Animate" then shows one error panel and no "Error" badge on the outputs."""
+    import re
+
+    path, pattern = _bad_uploads(tmp_path)[case]
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    page.add_init_script(HIDE_WEBGPU)
+    try:
+        page.goto(space_url, wait_until="networkidle")
+        page.locator("#speech input[type=file]").set_input_files(str(path))
+        arrived = time.monotonic()
+        message = page.locator("#speech_status .pestalk-msg.bad")
+        message.wait_for(state="visible", timeout=30_000)  # checked on arrival, before any click
+        assert re.search(pattern, message.inner_text()), message.inner_text()
+        # next to the input: directly below the speech box, in the same column
+        speech, box = page.locator("#speech").bounding_box(), message.bounding_box()
+        assert 0 <= box["y"] - (speech["y"] + speech["height"]) < 60 and abs(box["x"] - speech["x"]) < 40, (speech, box)
+
+        page.click("#animate")
+        panel = page.locator("#error_panel .pestalk-msg.bad")
+        panel.wait_for(state="visible", timeout=60_000)
+        assert re.search(pattern, panel.inner_text()), panel.inner_text()
+        assert page.locator(".pestalk-msg.bad").count() == 2  # the input's message and the one panel
+        assert visible_error_badges(page) == 0
+        page.wait_for_timeout(max(0.0, 20.0 - (time.monotonic() - arrived)) * 1000 + 500)
+        assert message.is_visible() and panel.is_visible()  # still there 20 s later (no vanishing toast)
+        assert re.search(pattern, message.inner_text())
+        assert visible_error_badges(page) == 0
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"bad_{case}.png"), full_page=True)
+    finally:
+        page.close()

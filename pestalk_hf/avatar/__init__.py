@@ -10,7 +10,9 @@ Inside it, imports run one way::
       ↑
     procedural_head  build_head, default_avatar (our own head, generated in code)
       ↑
-    render           Renderer, render_frames (moderngl EGL, headless)
+    render           Renderer, render_frames, cavity_occlusion (moderngl EGL, headless)
+      ↑
+    contact_sheet    every viseme group and emotion template of avatars in one image
 """
 
 from .model import (
@@ -18,11 +20,14 @@ from .model import (
     DEFAULT_SKIN,
     MAX_AVATAR_VERTICES,
     MAX_MORPH_TARGETS,
+    ROLE_COLORS,
     Avatar,
+    AvatarPart,
     MorphMesh,
     VertexNormals,
     avatar_document,
     load_avatar,
+    part_role,
     target_names,
     vertex_normals,
 )
@@ -33,13 +38,16 @@ __all__ = [
     "DEFAULT_SKIN",
     "MAX_AVATAR_VERTICES",
     "MAX_MORPH_TARGETS",
+    "ROLE_COLORS",
     "Avatar",
+    "AvatarPart",
     "MorphMesh",
     "VertexNormals",
     "avatar_document",
     "build_head",
     "default_avatar",
     "load_avatar",
+    "part_role",
     "target_names",
     "vertex_normals",
 ]

@@ -4,12 +4,13 @@ An :class:`Avatar` is a triangle mesh in world space plus its morph targets re-o
 internal ARKit order (:data:`ARKIT`, alphabetical), so that ``vertices + w @ morph_targets`` poses
 it for a (52,) weight vector ``w`` whatever the rig's own names and order were. It keeps the
 source glTF document, so an animation can be written back onto the *original* asset
-(:mod:`pestalk_hf.exporters`), retargeted onto its own target names and order.
+(:mod:`pestalk_hf.exporters`), retargeted onto its own target names and order; an avatar built in
+code gets one from :func:`avatar_document`.
 """
 
 from __future__ import annotations
 
-import functools
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +18,30 @@ from typing import Any
 
 import numpy as np
 
-from .blendshapes import ARKIT_NAMES, NUM_BLENDSHAPES, MorphTargetMatch, match_morph_targets
+from ..blendshapes import ARKIT_NAMES, NUM_BLENDSHAPES, MorphTargetMatch, match_morph_targets
 from .gltf_io import GltfDocument, read_gltf
 
 #: Order of the first axis of :attr:`Avatar.morph_targets` (52 ARKit names, alphabetical).
 ARKIT: tuple[str, ...] = ARKIT_NAMES
 
 DEFAULT_SKIN = (0.80, 0.66, 0.58)
+# Colours for a part whose material says nothing about colour (no COLOR_0, no baseColorFactor; a
+# texture we do not sample). glTF's default would be white: a plaster head whose eyes and teeth look
+# like its skin. A part's role is guessed from its material, mesh and node names (facecap: "eyeLeft",
+# "teeth"); anything unnamed is skin.
+ROLE_COLORS: dict[str, tuple[float, float, float]] = {
+    "eye": (0.92, 0.91, 0.88), "teeth": (0.93, 0.90, 0.82), "tongue": (0.78, 0.40, 0.42),
+    "mouth": (0.16, 0.05, 0.06), "hair": (0.20, 0.14, 0.10), "skin": DEFAULT_SKIN,
+}
+_ROLE_PATTERNS = (  # first match wins; "eyelid"/"eyebrow"/"eyelash" are not eyeballs
+    ("hair", re.compile(r"brow|lash|hair|beard", re.I)),
+    ("skin", re.compile(r"lid|skin|head|face|body", re.I)),
+    ("eye", re.compile(r"eye|iris|pupil|sclera|cornea", re.I)),
+    ("teeth", re.compile(r"teeth|tooth|gum|dent", re.I)),
+    ("tongue", re.compile(r"tongue", re.I)),
+    ("mouth", re.compile(r"mouth|cavity|throat|oral", re.I)),
+)
+IRIS_COLOR, PUPIL_COLOR = (0.30, 0.42, 0.52), (0.04, 0.04, 0.05)
 # Caps for hostile avatar files (ICT-FaceKit, a detailed head, has 24.6 k vertices and 52 targets);
 # at the vertex cap the loader holds ≈ 190 MB of float32 morph deltas.
 MAX_AVATAR_VERTICES = 300_000
@@ -38,6 +56,30 @@ class MorphMesh:
     target_names: tuple[str, ...]
     match: MorphTargetMatch
     node_indices: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class AvatarPart:
+    """A contiguous block of an avatar's vertices and faces drawn with one material.
+
+    Attributes:
+        name: material name (``skin``, ``eye_white``, ``teeth`` … for our head; the asset's own
+            material, mesh or node name for a loaded one).
+        vertices: ``(start, stop)`` range of :attr:`Avatar.vertices` the part owns.
+        faces: ``(start, stop)`` range of :attr:`Avatar.faces`; they index only the part's vertices.
+        base_color: RGB in [0, 1], the material's ``baseColorFactor`` (per-vertex colours, if any,
+            are :attr:`Avatar.colors`).
+        roughness: the material's roughness in [0, 1] (the renderer makes smooth parts glossy).
+        role: what the part is (``skin``, ``eye``, ``teeth``, ``tongue``, ``mouth``, ``hair``; see
+            :func:`part_role`); the renderer darkens the cavities of ``skin`` parts.
+    """
+
+    name: str
+    vertices: tuple[int, int]
+    faces: tuple[int, int]
+    base_color: tuple[float, float, float]
+    roughness: float = 0.7
+    role: str = "skin"
 
 
 @dataclass(eq=False)  # arrays: identity equality only
@@ -56,6 +98,7 @@ class Avatar:
         morph_meshes: the meshes of ``document`` with ARKit targets and how their names matched.
         unmatched_targets: rig target names that are not ARKit shapes (left at weight 0).
         source_path: file the avatar was loaded from (None for generated ones).
+        parts: the material blocks of vertices/faces, in order (empty: one skin-coloured block).
     """
 
     vertices: np.ndarray
@@ -68,6 +111,7 @@ class Avatar:
     morph_meshes: tuple[MorphMesh, ...] = ()
     unmatched_targets: tuple[str, ...] = ()
     source_path: Path | None = None
+    parts: tuple[AvatarPart, ...] = ()
     _sparse_targets: Any = field(default=None, repr=False, compare=False)
     _moving: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -81,6 +125,19 @@ class Avatar:
             raise ValueError(f"Avatar.morph_targets must be (52, {v.shape[0]}, 3), got {m.shape}")
         if f.size and (f.min() < 0 or f.max() >= v.shape[0]):
             raise ValueError("Avatar.faces index outside the vertex array")
+        for part in self.parts:
+            (v0, v1), (f0, f1) = part.vertices, part.faces
+            if not (0 <= v0 <= v1 <= v.shape[0] and 0 <= f0 <= f1 <= f.shape[0]):
+                raise ValueError(f"Avatar part {part.name!r}: range outside the mesh")
+            if f1 > f0 and (f[f0:f1].min() < v0 or f[f0:f1].max() >= v1):
+                raise ValueError(f"Avatar part {part.name!r}: a face uses a vertex of another part")
+
+    def gloss(self) -> np.ndarray:
+        """(V,) float32 specular strength in [0, 1] per vertex (1 − the part's roughness; 0.3 elsewhere)."""
+        out = np.full(self.num_vertices, 0.3, dtype=np.float32)
+        for part in self.parts:
+            out[part.vertices[0]:part.vertices[1]] = 1.0 - part.roughness
+        return out
 
     @property
     def num_vertices(self) -> int:
@@ -114,8 +171,8 @@ class Avatar:
         out[:, moving] += offsets.reshape(flat.shape[0], len(moving), 3)
         return out.reshape(w.shape[:-1] + self.vertices.shape)
 
-    def face_region(self) -> tuple[np.ndarray, float]:
-        """Centre and radius of the region the morph targets visibly move (what a camera frames).
+    def face_box(self) -> tuple[np.ndarray, np.ndarray]:
+        """(3,) min and max corners of the region the morph targets visibly move (what a camera frames).
 
         Vertices moved by less than 10% of the largest displacement (neck skin dragged by the
         jaw, say) are ignored so that heads with shoulders are still framed on the face.
@@ -123,7 +180,11 @@ class Avatar:
         reach = np.linalg.norm(self.morph_targets, axis=2).max(axis=0)
         moving = reach > 0.1 * reach.max() if reach.max() > 0 else np.ones(len(reach), dtype=bool)
         pts = self.vertices[moving]
-        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        return pts.min(axis=0), pts.max(axis=0)
+
+    def face_region(self) -> tuple[np.ndarray, float]:
+        """Centre and radius of :meth:`face_box`."""
+        lo, hi = self.face_box()
         return ((lo + hi) / 2).astype(np.float32), float(np.linalg.norm(hi - lo) / 2)
 
 
@@ -195,7 +256,7 @@ def load_avatar(path: str | Path, *, external_files: bool = False) -> Avatar:
     :func:`~pestalk_hf.blendshapes.match_morph_targets`, so ``eyeBlinkLeft``, ``eyeBlink_L``,
     ``EyeBlinkLeft`` or ``blendShape1.eyeBlinkLeft`` all work. Meshes without ARKit targets (eyes,
     teeth) are kept as static geometry. Raises ValueError if no mesh has any ARKit morph target, or if
-    the file is refused (see :func:`~pestalk_hf.gltf_io.read_gltf`: only self-contained files unless
+    the file is refused (see :func:`~pestalk_hf.avatar.gltf_io.read_gltf`: only self-contained files unless
     ``external_files=True``, which the CLI sets for a ``.gltf`` with files beside it; never a server),
     or if it declares more than :data:`MAX_AVATAR_VERTICES` vertices (checked before decoding).
     """
@@ -217,7 +278,9 @@ def load_avatar(path: str | Path, *, external_files: bool = False) -> Avatar:
 def _avatar_from_document(doc: GltfDocument, path: Path) -> Avatar:
     gltf = doc.gltf
     world = doc.node_world_matrices()
-    verts, faces, colors, targets = [], [], [], []
+    parents = {c: i for i, n in enumerate(gltf.get("nodes", [])) for c in n.get("children", [])
+               if isinstance(c, int)}
+    verts, faces, colors, targets, parts = [], [], [], [], []
     morph_meshes: dict[int, MorphMesh] = {}
     unmatched: list[str] = []
     offset = 0
@@ -244,9 +307,15 @@ def _avatar_from_document(doc: GltfDocument, path: Path) -> Avatar:
             if tri is None:
                 continue
             pos = doc.accessor(prim["attributes"]["POSITION"]).astype(np.float64)
-            verts.append(pos @ matrix[:3, :3].T + matrix[:3, 3])
+            world_pos = pos @ matrix[:3, :3].T + matrix[:3, 3]
+            verts.append(world_pos)
+            names_here = _part_names(gltf, prim, mesh, node_index, parents)
+            rgb, rough, vertex_rgb = _primitive_colors(doc, prim, world_pos, names_here)
+            colors.append(vertex_rgb)
+            f_start = sum(len(f) for f in faces)
+            parts.append(AvatarPart(names_here[0], (offset, offset + len(pos)), (f_start, f_start + len(tri)),
+                                    rgb, rough, part_role(names_here)))
             faces.append(tri + offset)
-            colors.append(_primitive_colors(doc, prim, pos.shape[0]))
             deltas = np.zeros((NUM_BLENDSHAPES, pos.shape[0], 3), dtype=np.float32)
             if match and match.mapping:
                 for rig_idx, our_idx in match.mapping.items():
@@ -277,6 +346,7 @@ def _avatar_from_document(doc: GltfDocument, path: Path) -> Avatar:
         morph_meshes=tuple(morph_meshes[k] for k in sorted(morph_meshes)),
         unmatched_targets=tuple(dict.fromkeys(unmatched)),
         source_path=path,
+        parts=tuple(parts),
     )
 
 
@@ -340,35 +410,126 @@ def _triangles(doc: GltfDocument, prim: dict[str, Any]) -> np.ndarray | None:
     return np.stack([np.full(n, idx[0]), idx[k + 1], idx[k + 2]], axis=1)
 
 
-def _primitive_colors(doc: GltfDocument, prim: dict[str, Any], count: int) -> np.ndarray:
-    attrs = prim.get("attributes", {})
-    if "COLOR_0" in attrs:
-        return doc.accessor(attrs["COLOR_0"])[:, :3].astype(np.float32)
-    rgb = DEFAULT_SKIN
-    if "material" in prim:
-        mat = doc.gltf["materials"][prim["material"]]
-        factor = (mat.get("pbrMetallicRoughness") or {}).get("baseColorFactor")
-        if factor:
-            rgb = tuple(factor[:3])
-    return np.tile(np.asarray(rgb, dtype=np.float32), (count, 1))
+def _part_names(gltf: dict[str, Any], prim: dict[str, Any], mesh: dict[str, Any], node_index: int,
+                parents: dict[int, int]) -> list[str]:
+    """Names that say what a primitive is: its material, mesh, node and the node's ancestors."""
+    names = []
+    material = prim.get("material")
+    if isinstance(material, int) and 0 <= material < len(gltf.get("materials", [])):
+        names.append(gltf["materials"][material].get("name"))
+    names.append(mesh.get("name"))
+    node, seen = node_index, set()
+    while node is not None and node not in seen:  # a cyclic hierarchy is the file's fault: stop
+        seen.add(node)
+        names.append(gltf["nodes"][node].get("name"))
+        node = parents.get(node)
+    names = [str(n) for n in names if n]
+    return names or [f"node{node_index}"]
 
 
-# ------------------------------------------------------------------------------------------------
-# The procedural default head
-# ------------------------------------------------------------------------------------------------
+def part_role(names: list[str]) -> str:
+    """Guess what a part is (``eye``, ``teeth``, ``tongue``, ``mouth``, ``hair`` or ``skin``) from its names.
 
-
-@functools.lru_cache(maxsize=1)
-def default_avatar() -> Avatar:
-    """Our own procedural head with all 52 ARKit morph targets (deterministic, cached, read-only).
-
-    Generated at run time by :mod:`pestalk_hf.procedural_head` (no asset file), so the package
-    works offline and ships no third-party mesh.
+    The most specific name decides: the mesh and node names are tried before the material's
+    (facecap's single material is called "lambert5"), the node before its parents ("eyeLeft" under
+    "head_grp" is an eye).
     """
-    from .procedural_head import build_head
+    for name in names[1:] + names[:1]:
+        for role, pattern in _ROLE_PATTERNS:
+            if pattern.search(name):
+                return role
+    return "skin"
 
-    head = build_head()
-    for arr in (head.vertices, head.faces, head.morph_targets, head.colors):
-        if arr is not None:
-            arr.setflags(write=False)
-    return head
+
+def _primitive_colors(doc: GltfDocument, prim: dict[str, Any], world_pos: np.ndarray,
+                      names: list[str]) -> tuple[tuple[float, float, float], float, np.ndarray]:
+    """(base RGB, roughness, (V, 3) per-vertex RGB) of a primitive, as glTF defines its colour.
+
+    The colour is ``baseColorFactor × COLOR_0`` (either may be absent). A material that gives no
+    colour at all (no factor and no COLOR_0: the glTF default would be white) gets the colour of
+    its role (:func:`part_role`); an eyeball painted that way gets an iris and pupil on its front
+    (+Z, where glTF heads look).
+    """
+    attrs = prim.get("attributes", {})
+    mat: dict[str, Any] = {}
+    if isinstance(prim.get("material"), int) and 0 <= prim["material"] < len(doc.gltf.get("materials", [])):
+        mat = doc.gltf["materials"][prim["material"]]
+    pbr = mat.get("pbrMetallicRoughness") or {}
+    factor = pbr.get("baseColorFactor")
+    rough = pbr.get("roughnessFactor", 1.0 if pbr else 0.7)
+    rough = float(np.clip(rough, 0.0, 1.0)) if isinstance(rough, (int, float)) else 0.7
+    count = len(world_pos)
+    if factor is not None or "COLOR_0" in attrs:
+        base = np.clip(np.asarray((factor or [1.0, 1.0, 1.0])[:3], dtype=np.float32), 0, 1)
+        rgb = np.tile(base, (count, 1))
+        if "COLOR_0" in attrs:
+            rgb = rgb * np.clip(doc.accessor(attrs["COLOR_0"])[:, :3].astype(np.float32), 0, 1)
+        return tuple(float(c) for c in base), rough, rgb
+    role = part_role(names)
+    base = np.asarray(ROLE_COLORS[role], dtype=np.float32)
+    rgb = np.tile(base, (count, 1))
+    if role == "eye" and count:
+        centre = (world_pos.min(axis=0) + world_pos.max(axis=0)) / 2
+        d = world_pos - centre
+        polar = np.arccos(np.clip(d[:, 2] / np.maximum(np.linalg.norm(d, axis=1), 1e-12), -1, 1))
+        rgb[polar < 0.42] = IRIS_COLOR
+        rgb[polar < 0.18] = PUPIL_COLOR
+        rough = min(rough, 0.25)  # wet
+    return tuple(float(c) for c in base), rough, rgb
+
+
+def avatar_document(avatar: Avatar) -> tuple[GltfDocument, tuple[MorphMesh, ...]]:
+    """Build a self-contained glTF document for an avatar that has none (the procedural head).
+
+    One mesh, one node, one scene. The mesh has one primitive per :class:`AvatarPart` (the whole
+    avatar as one ``skin`` part if it has none), each with its own named material
+    (``baseColorFactor`` = the part's colour, double-sided), POSITION, NORMAL, COLOR_0 where the
+    part's colours vary (``COLOR_0 × baseColorFactor`` = :attr:`Avatar.colors`, as glTF multiplies
+    them), and 52 sparse morph targets (POSITION and NORMAL deltas; a target that leaves the part
+    alone is an all-zero accessor without data) named in internal ARKit order.
+    """
+    doc = GltfDocument({"asset": {"version": "2.0", "generator": "pestalk_hf"}}, b"")
+    verts = np.ascontiguousarray(avatar.vertices, dtype=np.float32)
+    normals = VertexNormals(avatar.faces, len(verts))(verts)
+    # only faces around moving vertices are recomputed per target (the rest is summed once)
+    normals_of = VertexNormals(avatar.faces, len(verts), verts, avatar.moving_vertices)
+    moved_normals = []
+    for i in range(NUM_BLENDSHAPES):
+        moved = normals_of(verts + avatar.morph_targets[i]) - normals
+        moved[np.abs(moved) < 1e-5] = 0.0
+        moved_normals.append(moved)
+    colors = np.clip(avatar.colors, 0, 1).astype(np.float32) if avatar.colors is not None else None
+    parts = avatar.parts or (AvatarPart("skin", (0, len(verts)), (0, len(avatar.faces)),
+                                        (1.0, 1.0, 1.0) if colors is not None else DEFAULT_SKIN),)
+    materials, primitives = [], []
+    for part in parts:
+        (v0, v1), (f0, f1) = part.vertices, part.faces
+        base = np.asarray(part.base_color, dtype=np.float32)
+        attributes = {
+            "POSITION": doc.add_accessor(verts[v0:v1], "VEC3", target=34962),
+            "NORMAL": doc.add_accessor(normals[v0:v1], "VEC3", target=34962, with_bounds=False),
+        }
+        if colors is not None and not np.allclose(colors[v0:v1], base[None], atol=1 / 512):
+            # factor = the part's brightest colour per channel, so COLOR_0 = colours / factor stays in [0, 1]
+            base = np.maximum(colors[v0:v1].max(axis=0), 1e-3)
+            attributes["COLOR_0"] = doc.add_accessor(np.clip(colors[v0:v1] / base, 0, 1), "VEC3",
+                                                     target=34962, with_bounds=False)
+        indices = doc.add_accessor((avatar.faces[f0:f1] - v0).astype(np.uint32).ravel(), "SCALAR", target=34963)
+        targets = [{"POSITION": doc.add_sparse_vec3(avatar.morph_targets[i, v0:v1]),
+                    "NORMAL": doc.add_sparse_vec3(moved_normals[i][v0:v1])} for i in range(NUM_BLENDSHAPES)]
+        materials.append({"name": part.name,
+                          "pbrMetallicRoughness": {"baseColorFactor": [float(c) for c in base] + [1.0],
+                                                   "metallicFactor": 0.0, "roughnessFactor": float(part.roughness)},
+                          "doubleSided": True})
+        primitives.append({"attributes": attributes, "indices": indices, "material": len(materials) - 1,
+                           "mode": 4, "targets": targets})
+    doc.gltf.update({
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"name": avatar.name, "mesh": 0}],
+        "materials": materials,
+        "meshes": [{"name": avatar.name, "primitives": primitives,
+                    "weights": [0.0] * NUM_BLENDSHAPES, "extras": {"targetNames": list(ARKIT_NAMES)}}],
+    })
+    match = match_morph_targets(ARKIT_NAMES)
+    return doc, (MorphMesh(0, tuple(ARKIT_NAMES), match, (0,)),)

@@ -1,35 +1,36 @@
-"""Offscreen rendering of a posed avatar and MP4 muxing, headless and CPU-only.
+"""Offscreen rendering of a posed avatar, headless and CPU-only (MP4 muxing: :func:`pestalk_hf.exporters.write_mp4`).
 
 Why this design: the CLI, the Space and the benchmarks all run on machines without a display or
 GPU. moderngl's standalone EGL context renders with Mesa llvmpipe there; the morphing and the
 per-frame normals are done with numpy (one small matmul + one sparse product), the GPU side is a
-plain per-vertex Lambert + rim shader. Back faces are drawn dark red so the inside of an opened mouth reads
-as a mouth. Frames go to H.264 (yuv420p) + AAC with PyAV, which bundles FFmpeg (no binary needed).
+soft per-vertex shader (hemisphere ambient, wrapped key, fill, gloss per material). Back faces are
+drawn dark red so the inside of a head without a mouth cavity still reads as a mouth.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from .avatar import Avatar, VertexNormals, default_avatar
+from ..blendshapes import ARKIT_NAMES
+from .model import Avatar, VertexNormals
+from .procedural_head import default_avatar
 
 # Lighting is per vertex (Gouraud): the meshes are dense enough that it looks like per-pixel
 # shading, and on llvmpipe the fragment stage is the bottleneck, so the fragment shader only picks
-# the front colour or, for back faces (the inside of an opened mouth), a dark red.
+# the front colour or, for back faces (the inside of a head without a mouth cavity), a dark red.
+# Soft studio light: a sky/ground hemisphere for the ambient, a wrapped key light (no hard
+# terminator on the cheeks) and a fill from the other side; the highlight's strength is the part's
+# gloss (1 − roughness), so eyes and teeth shine and skin stays matte.
 VERTEX_SHADER = """
 #version 330
 uniform mat4 mvp;
 uniform vec3 eye;
 in vec3 in_position;
 in vec3 in_normal;
-in vec3 in_color;
+in vec4 in_color;
 out vec3 v_front;
 out vec3 v_back;
 void main() {
@@ -37,11 +38,15 @@ void main() {
     vec3 view = normalize(eye - in_position);
     const vec3 key = vec3(0.3482, 0.4352, 0.8704);
     const vec3 fill = vec3(-0.7036, 0.1173, 0.7036);
-    float diffuse = max(dot(n, key), 0.0) * 0.75 + max(dot(n, fill), 0.0) * 0.25;
+    float hemi = mix(0.55, 1.0, 0.5 + 0.5 * n.y);
+    float wrap_key = max((dot(n, key) + 0.35) / 1.35, 0.0);
+    float diffuse = 0.62 * wrap_key + 0.22 * max(dot(n, fill), 0.0);
     float facing = 1.0 - max(dot(n, view), 0.0);
-    float h = pow(max(dot(n, normalize(key + view)), 0.0), 16.0);
-    v_front = in_color * (0.28 + 0.72 * diffuse) + vec3(0.10 * h + 0.15 * facing * facing * facing);
-    v_back = vec3(0.22, 0.06, 0.07) * (0.5 + 0.5 * abs(dot(n, view)));
+    float h = pow(max(dot(n, normalize(key + view)), 0.0), mix(12.0, 60.0, in_color.a));
+    vec3 base = in_color.rgb;
+    v_front = base * (0.30 * hemi + 0.78 * diffuse) + vec3((0.04 + 0.5 * in_color.a) * h)
+              + base * 0.12 * facing * facing;
+    v_back = vec3(0.16, 0.05, 0.06) * (0.5 + 0.5 * abs(dot(n, view)));
     gl_Position = mvp * vec4(in_position, 1.0);
 }
 """
@@ -53,6 +58,27 @@ in vec3 v_back;
 out vec4 f_color;
 void main() {
     f_color = vec4(gl_FrontFacing ? v_front : v_back, 1.0);
+}
+"""
+
+
+# Depth pass for the occlusion bake: NDC depth into a float texture.
+DEPTH_VERTEX_SHADER = """
+#version 330
+uniform mat4 mvp;
+in vec3 in_position;
+out float v_depth;
+void main() {
+    gl_Position = mvp * vec4(in_position, 1.0);
+    v_depth = gl_Position.z;
+}
+"""
+DEPTH_FRAGMENT_SHADER = """
+#version 330
+in float v_depth;
+out float f_depth;
+void main() {
+    f_depth = v_depth;
 }
 """
 
@@ -93,11 +119,86 @@ def create_context() -> Any:
                                "install Mesa EGL (libegl1, libgl1-mesa-dri)") from exc
 
 
+def _sphere_directions(n: int) -> np.ndarray:
+    """(n, 3) unit vectors spread evenly over the sphere (Fibonacci lattice; deterministic)."""
+    k = np.arange(n) + 0.5
+    polar = np.arccos(1 - 2 * k / n)
+    azimuth = np.pi * (1 + 5 ** 0.5) * k
+    return np.stack([np.sin(polar) * np.cos(azimuth), np.cos(polar), np.sin(polar) * np.sin(azimuth)], axis=1)
+
+
+def cavity_occlusion(ctx: Any, avatar: Avatar, weights: np.ndarray, directions: int = 48,
+                     resolution: int = 160) -> np.ndarray:
+    """(V,) ambient visibility in [0, 1] of every vertex of ``avatar`` posed by (52,) ``weights``.
+
+    Why: most rigs (facecap, ICT) model the inside of the mouth as part of the skin mesh and give it
+    the skin's colour, so an open mouth would be drawn pink and lit inside. Baking ambient occlusion
+    once (with the jaw open, so the mouth's inside is what it is when seen) darkens it, and the
+    nostrils and ears a little, on any head, with no per-frame cost. Visibility is the cosine-weighted
+    share of ``directions`` (an even spread over the sphere, the vertex's own hemisphere counted)
+    from which the vertex is not hidden, tested against an orthographic depth map per direction.
+    """
+    verts = np.ascontiguousarray(avatar.pose(np.clip(weights, 0.0, 1.0)), dtype="f4")
+    normals = VertexNormals(avatar.faces, avatar.num_vertices)(verts)
+    lo, hi = verts.min(axis=0), verts.max(axis=0)
+    centre, radius = (lo + hi) / 2, max(float(np.linalg.norm(hi - lo) / 2), 1e-6)
+    prog = ctx.program(vertex_shader=DEPTH_VERTEX_SHADER, fragment_shader=DEPTH_FRAGMENT_SHADER)
+    vbo = ctx.buffer(verts.tobytes())
+    ibo = ctx.buffer(avatar.faces.astype("i4").tobytes())
+    vao = ctx.vertex_array(prog, [(vbo, "3f", "in_position")], ibo)
+    tex = ctx.texture((resolution, resolution), 1, dtype="f4")
+    depth = ctx.depth_renderbuffer((resolution, resolution))
+    fbo = ctx.framebuffer(color_attachments=[tex], depth_attachment=depth)
+    ortho = np.diag([1 / radius, 1 / radius, -2 / (3 * radius), 1.0])
+    ortho[2, 3] = -(3.5 * radius + 0.5 * radius) / (3 * radius)  # depth range [0.5 r, 3.5 r] from the eye
+    homog = np.concatenate([verts, np.ones((len(verts), 1), np.float32)], axis=1).astype(np.float64)
+    bias = 3.0 / resolution  # ≈ 2 texels of world size, in NDC depth (steep slopes, no self-shadowing)
+    seen = np.zeros(len(verts))
+    total = np.zeros(len(verts))
+    try:
+        fbo.use()
+        ctx.enable(ctx.DEPTH_TEST)
+        ctx.disable(ctx.CULL_FACE)
+        for d in _sphere_directions(directions):
+            up = np.array([0.0, 0.0, 1.0]) if abs(d[1]) > 0.9 else np.array([0.0, 1.0, 0.0])
+            mvp = ortho @ _look_at(centre + 2 * radius * d, centre.astype(np.float64), up)
+            prog["mvp"].write(mvp.T.astype("f4").tobytes())
+            fbo.clear(1.0e9, depth=1.0)
+            vao.render()
+            stored = np.frombuffer(tex.read(), dtype="f4").reshape(resolution, resolution)
+            ndc = homog @ mvp.T
+            col = np.clip(((ndc[:, 0] + 1) / 2 * resolution).astype(int), 0, resolution - 1)
+            row = np.clip(((ndc[:, 1] + 1) / 2 * resolution).astype(int), 0, resolution - 1)
+            weight = np.clip(normals @ d, 0.0, None)
+            seen += weight * (ndc[:, 2] <= stored[row, col] + bias)
+            total += weight
+    finally:
+        for obj in (vao, vbo, ibo, fbo, tex, depth, prog):
+            obj.release()
+    return (seen / np.maximum(total, 1e-9)).astype(np.float32)
+
+
+def _framing(avatar: Avatar, aspect: float) -> tuple[np.ndarray, float, float]:
+    """(centre, radius, half-height of the view at the centre) that frames the face, mouth included.
+
+    The box of what the morph targets move (:meth:`Avatar.face_box`: brows to chin) fits the
+    view with 30 % margin, a little below centre (the jaw opens downwards), so the mouth is large
+    in the frame whatever the head's units and proportions; the camera looks from the front.
+    """
+    lo, hi = avatar.face_box()
+    centre, radius = avatar.face_region()
+    # the box is measured at rest: the margin leaves room for an open jaw below and the forehead above
+    half_h = max((hi[1] - lo[1]) / 2, (hi[0] - lo[0]) / 2 / aspect) * 1.3
+    centre[1] -= 0.05 * (hi[1] - lo[1])
+    return centre, radius, float(half_h)
+
+
 class Renderer:
     """Render an :class:`Avatar` posed by (52,) weight vectors to RGB uint8 images.
 
-    The camera looks at the region the morph targets move (:meth:`Avatar.face_region`) from the
-    front (+Z), so any ARKit head is framed on its face whatever its units are.
+    The camera looks at the region the morph targets move (:func:`_framing`) from the front (+Z),
+    so any ARKit head is framed on its face, mouth included, whatever its units are. Each vertex
+    has its part's own colour (:attr:`Avatar.colors`, from the asset's materials) and gloss.
     """
 
     def __init__(self, avatar: Avatar | None = None, size: int | tuple[int, int] = 512,
@@ -114,26 +215,46 @@ class Renderer:
         self.prog = self.ctx.program(vertex_shader=VERTEX_SHADER, fragment_shader=FRAGMENT_SHADER)
         verts = self.avatar.vertices.astype("f4")
         colors = self.avatar.colors if self.avatar.colors is not None else np.full_like(verts, 0.8)
+        colors = self._shade_cavities(colors)
+        rgba = np.concatenate([colors, self.avatar.gloss()[:, None]], axis=1)  # each part's own colour + gloss
         self.vbo_pos = self.ctx.buffer(verts.tobytes(), dynamic=True)
         self.vbo_nrm = self.ctx.buffer(self._normals(verts).tobytes(), dynamic=True)
-        self.vbo_col = self.ctx.buffer(np.ascontiguousarray(colors, dtype="f4").tobytes())
+        self.vbo_col = self.ctx.buffer(np.ascontiguousarray(rgba, dtype="f4").tobytes())
         self.ibo = self.ctx.buffer(self.avatar.faces.astype("i4").tobytes())
         self.vao = self.ctx.vertex_array(self.prog, [(self.vbo_pos, "3f", "in_position"),
                                                      (self.vbo_nrm, "3f", "in_normal"),
-                                                     (self.vbo_col, "3f", "in_color")], self.ibo)
+                                                     (self.vbo_col, "4f", "in_color")], self.ibo)
         samples = min(samples, self.ctx.max_samples)
         self.msaa = self.ctx.framebuffer(
             color_attachments=[self.ctx.renderbuffer((self.width, self.height), 4, samples=samples)],
             depth_attachment=self.ctx.depth_renderbuffer((self.width, self.height), samples=samples),
         ) if samples > 1 else None
         self.fbo = self.ctx.simple_framebuffer((self.width, self.height), components=4)
-        centre, radius = self.avatar.face_region()
-        distance = radius / np.tan(np.radians(fov_deg) / 2) * 1.2  # a little margin around the face
+        centre, radius, half_h = _framing(self.avatar, self.width / self.height)
+        distance = half_h / np.tan(np.radians(fov_deg) / 2)
         eye = centre + np.array([0.0, 0.0, distance], dtype=np.float32)
         view = _look_at(eye.astype(np.float64), centre.astype(np.float64), np.array([0.0, 1.0, 0.0]))
         proj = _perspective(fov_deg, self.width / self.height, distance * 0.05, distance + radius * 20)
         self.prog["mvp"].write((proj @ view).T.astype("f4").tobytes())
         self.prog["eye"].value = tuple(float(v) for v in eye)
+
+    def _shade_cavities(self, colors: np.ndarray) -> np.ndarray:
+        """Darken the skin where :func:`cavity_occlusion` finds it hidden (a mouth's inside, nostrils).
+
+        Not for a head that models its mouth cavity as a part of its own (ours: already dark).
+        """
+        roles = {p.role for p in self.avatar.parts}
+        skin = [p for p in self.avatar.parts if p.role == "skin"] or ([] if self.avatar.parts else None)
+        if skin == [] or "mouth" in roles or "jawOpen" not in self.avatar.names_present:
+            return colors
+        weights = np.zeros(52, dtype=np.float32)
+        weights[ARKIT_NAMES.index("jawOpen")] = 1.0
+        seen = cavity_occlusion(self.ctx, self.avatar, weights)
+        shade = 0.25 + 0.75 * np.clip((seen - 0.05) / 0.45, 0.0, 1.0) ** 1.5
+        out = np.array(colors, dtype=np.float32)
+        for v0, v1 in ([p.vertices for p in skin] if skin else [(0, len(out))]):
+            out[v0:v1] *= shade[v0:v1, None]
+        return out
 
     def render(self, weights: np.ndarray | None = None) -> np.ndarray:
         """(52,) weights (None = neutral) → (H, W, 3) uint8 RGB image."""
@@ -173,74 +294,3 @@ def render_frames(weights: np.ndarray, avatar: Avatar | None = None, size: int =
     with Renderer(avatar, size=size) as renderer:
         for row in w:
             yield renderer.render(row)
-
-
-def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: int = 30, audio: np.ndarray | None = None,
-              sample_rate: int = 16000, crf: int = 20) -> None:
-    """Encode RGB frames as H.264 (yuv420p, ``fps``) plus optional mono float audio as AAC.
-
-    Written to a temporary file in the destination folder and renamed when complete.
-    """
-    import av
-
-    from .exporters import atomic_path
-
-    if fps <= 0 or int(fps) != fps:
-        raise ValueError(f"write_mp4: fps must be a positive integer, got {fps}")
-    it = iter(frames)
-    first = next(it, None)
-    if first is None:
-        raise ValueError("write_mp4: no frames")
-    h, w = np.asarray(first).shape[:2]
-    if h % 2 or w % 2:
-        raise ValueError(f"write_mp4: H.264 yuv420p needs even sizes, got {w}x{h}")
-    with atomic_path(path, ".mp4") as tmp:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            video = container.add_stream("libx264", rate=int(fps))
-            video.width, video.height, video.pix_fmt = w, h, "yuv420p"
-            video.options = {"crf": str(crf), "preset": "veryfast"}
-            astream = container.add_stream("aac", rate=int(sample_rate), layout="mono") if audio is not None else None
-            # Encode on a worker thread while the next frame renders: x264 and llvmpipe release the GIL,
-            # so the two overlap on two cores.
-            pending: queue.Queue = queue.Queue(maxsize=8)
-            errors: list[BaseException] = []
-
-            def encode() -> None:
-                try:
-                    while (item := pending.get()) is not None:
-                        container.mux(video.encode(item))
-                except BaseException as err:  # re-raised in the caller's thread
-                    errors.append(err)
-                    while pending.get() is not None:
-                        pass
-
-            worker = threading.Thread(target=encode, daemon=True)
-            worker.start()
-            try:
-                for count, frame in enumerate(_chain(first, it)):
-                    img = np.ascontiguousarray(frame, dtype=np.uint8)
-                    if img.shape != (h, w, 3):
-                        raise ValueError(f"write_mp4: every frame must be ({h}, {w}, 3) uint8, got {img.shape}")
-                    vf = av.VideoFrame.from_ndarray(img, format="rgb24")
-                    vf.pts = count
-                    pending.put(vf)
-            finally:
-                pending.put(None)
-                worker.join()
-            if errors:
-                raise errors[0]
-            container.mux(video.encode())
-            if astream is not None:
-                samples = np.asarray(audio, dtype=np.float32).reshape(-1)
-                chunk = 1024
-                for start in range(0, samples.size, chunk):
-                    af = av.AudioFrame.from_ndarray(samples[None, start:start + chunk], format="fltp", layout="mono")
-                    af.sample_rate = int(sample_rate)
-                    af.pts = start
-                    container.mux(astream.encode(af))
-                container.mux(astream.encode())
-
-
-def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    yield first
-    yield from rest

@@ -15,6 +15,7 @@ import numpy as np
 import soundfile as sf
 from datasets import Audio, ClassLabel, Features, Sequence, Value
 
+from ..audio import decode_to_mono
 from ..modeling.configuration_pestalk import ARKIT_BLENDSHAPE_NAMES, MEAD_EMOTIONS
 
 SAMPLING_RATE = 16000
@@ -45,10 +46,20 @@ def encode_flac(waveform: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> byt
     return buf.getvalue()
 
 
-def decode_audio_bytes(data: bytes) -> tuple[np.ndarray, int]:
-    """Decode FLAC/WAV bytes to (mono float32 waveform, sampling rate) with soundfile."""
-    wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    return wav.mean(axis=1), int(sr)
+MAX_CLIP_SECONDS = 600.0
+"""Longest clip :func:`decode_audio_bytes` decodes by default (dataset rows are sentences, not hours)."""
+
+
+def decode_audio_bytes(data: bytes, max_seconds: float | None = MAX_CLIP_SECONDS) -> tuple[np.ndarray, int]:
+    """Decode a row's audio bytes (FLAC/WAV/…) → ``((N,) float32 mono waveform, 16000)``.
+
+    Row bytes are untrusted (a downloaded dataset): :func:`pestalk_hf.audio.decode_to_mono` reads
+    the header and refuses a rate, channel count or length over the limits before decoding anything,
+    then decodes block by block (mixing to mono and resampling to 16 kHz per block), so a tiny
+    upload declaring hours of 192 kHz × 8-channel audio costs nothing. Raises
+    :class:`pestalk_hf.audio.AudioError` (a ``ValueError``).
+    """
+    return decode_to_mono(data, max_seconds=max_seconds, what="the row's audio bytes"), SAMPLING_RATE
 
 
 def make_row(

@@ -1,0 +1,150 @@
+"""Peak memory of the offline path (file → audio → voiceprint → model → animation) against audio length.
+
+    python bench/bench_memory.py [--minutes 1 10 60] [--model DIR] [--workdir DIR]
+
+For each length a speech-like WAV is generated (block by block, so the generator itself needs no
+memory), then a **fresh process** loads the pipeline, warms it up on 2 s of audio, resets the kernel's
+peak-RSS counter (``/proc/self/clear_refs``) and animates the file with ``pipe(path)``, i.e. exactly
+what ``pestalk animate --max-seconds …`` does before writing files. Printed per length: the RSS with the model loaded
+(the baseline), the peak RSS during the call, the peak *above* the baseline, wall time; then the ratio
+of the longest to the shortest length's peak above baseline (bounded memory → close to 1 plus the
+unavoidable O(N) part: the 16 kHz waveform itself, 230 MB per hour, and the frame features).
+
+Issue 11's target: ≤ 1 GB above the weights at any length.
+
+The audio is synthetic but speech-like, so the VAD, the voiceprint and the model do real work on it:
+voiced syllables (~4 per second) of a harmonic source with a random, gliding f0 (90–240 Hz) shaped by
+two moving formants, unvoiced noise bursts, and pauses of 0.2–0.8 s, plus a faint noise floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SR = 16000
+
+
+def _syllable(rng: np.random.Generator) -> np.ndarray:
+    """One voiced syllable: harmonics of a gliding f0 under two formant bumps, with an attack/decay."""
+    n = int(rng.uniform(0.12, 0.32) * SR)
+    t = np.arange(n) / SR
+    f0 = rng.uniform(90, 240) * (1 + rng.uniform(-0.15, 0.15) * t / t[-1])
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    f1, f2 = rng.uniform(300, 900), rng.uniform(900, 2600)
+    out = np.zeros(n)
+    for k in range(1, 30):
+        fk = k * f0.mean()
+        if fk > SR / 2 - 500:
+            break
+        gain = np.exp(-((fk - f1) / 180) ** 2) + 0.6 * np.exp(-((fk - f2) / 300) ** 2) + 0.02
+        out += gain / k**0.5 * np.sin(k * phase)
+    envelope = np.minimum(1, t / 0.02) * np.minimum(1, (t[-1] - t) / 0.04)
+    return out * envelope
+
+
+def speech_like(seconds: float, seed: int = 0, block_seconds: float = 30.0):
+    """Yield float32 blocks of speech-like audio, ``seconds`` long in total (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    total = int(seconds * SR)
+    made = 0
+    while made < total:
+        pieces, length = [], 0
+        while length < block_seconds * SR:
+            r = rng.random()
+            if r < 0.12:
+                piece = np.zeros(int(rng.uniform(0.2, 0.8) * SR))  # pause
+            elif r < 0.25:
+                piece = rng.normal(0, 0.08, int(rng.uniform(0.04, 0.12) * SR))  # fricative burst
+            else:
+                piece = _syllable(rng) * rng.uniform(0.15, 0.35)
+            pieces.append(piece)
+            length += len(piece)
+        block = np.concatenate(pieces)[: total - made]
+        block = block + rng.normal(0, 1e-3, len(block))  # noise floor
+        made += len(block)
+        yield np.clip(block, -1, 1).astype(np.float32)
+
+
+def write_speech(path: Path, seconds: float) -> Path:
+    import soundfile as sf
+
+    with sf.SoundFile(path, "w", SR, 1, subtype="PCM_16") as f:
+        for block in speech_like(seconds):
+            f.write(block)
+    return path
+
+
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def child(path: str, model: str | None) -> None:
+    """Runs in a fresh process: load, warm up, reset the peak counter, animate ``path``, print JSON."""
+    from pestalk_hf.pipeline import load_pipeline
+
+    pipe = load_pipeline(model)
+    warm = np.concatenate(list(speech_like(2.0, seed=1)))
+    pipe({"array": warm, "sampling_rate": SR})
+    baseline = _rss_kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
+    import soundfile as sf
+
+    seconds = sf.info(path).duration  # the pipeline's default limit is 1 h; longer runs raise it
+    t0 = time.perf_counter()
+    anim = pipe(path, max_seconds=max(3600.0, seconds + 60))
+    wall = time.perf_counter() - t0
+    peak = _rss_kb("VmHWM")
+    print(json.dumps({"baseline_mb": baseline / 1024, "peak_mb": peak / 1024, "wall_s": wall,
+                      "frames": int(anim.weights.shape[0])}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 60])
+    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the embedded model)")
+    parser.add_argument("--workdir", default=None, help="where the generated WAVs go (default: a temp dir)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.model)
+        return
+
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        results = {}
+        for minutes in args.minutes:
+            path = write_speech(Path(tmp) / f"speech_{minutes:g}min.wav", minutes * 60)
+            cmd = [sys.executable, __file__, "--child", str(path)] + (["--model", args.model] if args.model else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                print(f"{minutes:g} min: FAILED (exit {proc.returncode})\n{proc.stderr[-2000:]}", flush=True)
+                continue
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            r["above_mb"] = r["peak_mb"] - r["baseline_mb"]
+            results[minutes] = r
+            path.unlink()
+            print(f"{minutes:6g} min: model loaded {r['baseline_mb']:7.0f} MB | peak {r['peak_mb']:7.0f} MB | "
+                  f"peak above model {r['above_mb']:7.0f} MB | {r['wall_s']:7.1f} s "
+                  f"(RTF {r['wall_s'] / (minutes * 60):.3f}) | {r['frames']} frames", flush=True)
+        if len(results) >= 2:
+            short, long = min(results), max(results)
+            ratio = results[long]["above_mb"] / max(results[short]["above_mb"], 1.0)
+            print(f"peak above model, {long:g} min / {short:g} min: {ratio:.2f}× for {long / short:g}× the audio; "
+                  f"target ≤ 1024 MB above the model at any length: "
+                  f"{'met' if max(r['above_mb'] for r in results.values()) <= 1024 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
