@@ -16,6 +16,16 @@ import json
 import sys
 
 
+def _range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        lo = hi = -1.0
+    if not 0 < lo <= hi:
+        raise argparse.ArgumentTypeError(f"must be MIN,MAX with 0 < MIN <= MAX, got {text!r}")
+    return lo, hi
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid-dataset", required=True, help="3D-EmoStyle folder built from video/grid_s1")
@@ -30,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synth", action="append", default=[], metavar="SYNTH_DIR",
                    help="EmoStyle-Synth folder whose train split is mixed in with its own labels (repeatable)")
     p.add_argument("--synth-fraction", type=float, default=1.0, help="random share of each --synth folder's clips")
-    p.add_argument("--pause-seconds", default="0.2,0.6", metavar="MIN,MAX",
+    p.add_argument("--pause-seconds", type=_range, default=(0.2, 0.6), metavar="MIN,MAX",
                    help="length range of the pauses inserted into augmented copies")
     p.add_argument("--p-pause", type=float, default=0.35, help="share of augmented copies given a pause")
     p.add_argument("--seed", type=int, default=0)
@@ -38,22 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _range(text: str) -> tuple[float, float]:
-    lo, hi = (float(v) for v in text.split(","))
-    if not 0 < lo <= hi:
-        raise argparse.ArgumentTypeError(f"--pause-seconds must be MIN,MAX with 0 < MIN <= MAX, got {text!r}")
-    return lo, hi
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not 0 < args.synth_fraction <= 1:
         parser.error(f"--synth-fraction must be in (0, 1], got {args.synth_fraction}")
-    try:
-        _range(args.pause_seconds)
-    except (ValueError, argparse.ArgumentTypeError) as err:
-        parser.error(str(err))
     from pestalk_hf.data.real_mix import RealMixConfig, build_real_mix
 
     config = RealMixConfig(grid_dataset=args.grid_dataset, emodb_folder=args.emodb,
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                            emotion_scale=args.emotion_scale, seed=args.seed,
                            tts_datasets=tuple(args.tts), tts_copies=args.tts_copies,
                            synth_datasets=tuple(args.synth), synth_fraction=args.synth_fraction,
-                           augment={"pause_seconds": _range(args.pause_seconds), "p_pause": args.p_pause})
+                           augment={"pause_seconds": args.pause_seconds, "p_pause": args.p_pause})
     try:
         summary = build_real_mix(config, args.output)
     except (ValueError, FileNotFoundError) as err:

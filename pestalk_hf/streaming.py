@@ -59,6 +59,16 @@ class _VoiceprintEstimator:
             self._audio = []
 
 
+def _append_chunk(animator: Any, chunk: np.ndarray) -> None:
+    """Both animators' intake: check the samples, append to ``buffer``, count, feed the voiceprint."""
+    chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+    if not np.isfinite(chunk).all():
+        raise ValueError("audio chunk contains NaN or Inf samples")
+    animator.buffer = np.concatenate([animator.buffer, chunk])
+    animator.total += len(chunk)
+    animator._voice.update(chunk)
+
+
 class StreamingAnimator:
     """Offline model on a sliding window ("offline-window" mode): ``push(chunk) -> (k, 52)``, ``flush()``."""
 
@@ -110,12 +120,7 @@ class StreamingAnimator:
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
         """Add 16 kHz mono samples; returns the ``(k, 52)`` frames that became final (k may be 0)."""
-        chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
-        if not np.isfinite(chunk).all():
-            raise ValueError("audio chunk contains NaN or Inf samples")
-        self.buffer = np.concatenate([self.buffer, chunk])
-        self.total += len(chunk)
-        self._voice.update(chunk)
+        _append_chunk(self, chunk)
         ready = max(0, self.total - self.lookahead) * self.fps // self.sr
         frames = self._frames_until(ready)
         # Keep only the last `context` samples (cut on whole seconds), but never drop unemitted audio.
@@ -285,12 +290,7 @@ class LookaheadStreamingAnimator:
         """Add 16 kHz mono samples; returns the ``(k, 52)`` frames that became final (k may be 0)."""
         if self._finished:
             raise RuntimeError("push() after flush(): start a new animator for a new stream")
-        chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
-        if not np.isfinite(chunk).all():
-            raise ValueError("audio chunk contains NaN or Inf samples")
-        self.buffer = np.concatenate([self.buffer, chunk])
-        self.total += len(chunk)
-        self._voice.update(chunk)
+        _append_chunk(self, chunk)
         next_chunk = self.emitted // self.chunk
         while streaming_chunk_ready_samples(self.config, next_chunk) <= self.total:
             next_chunk += 1

@@ -13,7 +13,7 @@ import numpy as np
 
 from pestalk_hf.exporters import read_livelink_csv
 
-from .test_space_browser import HIDE_WEBGPU, browser  # noqa: F401  (browser: fixture)
+from .test_space_browser import browser, watched_page  # noqa: F401  (browser: fixture)
 
 INFLUENCES = """() => {
   const s = window.pestalk;
@@ -45,11 +45,7 @@ def test_web_page_plays_the_stream_on_the_head(browser, tmp_path, capsys):  # no
             break
         except OSError:
             time.sleep(0.1)
-    page = browser.new_page(viewport={"width": 320, "height": 320})
-    problems: list[str] = []
-    page.on("console", lambda msg: problems.append(f"console.{msg.type}: {msg.text}") if msg.type == "error" else None)
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.add_init_script(HIDE_WEBGPU)
+    page, problems = watched_page(browser, 320, 320)
     try:
         page.goto(url, wait_until="load")
         page.wait_for_function("() => window.pestalk && window.pestalk.headLoaded && window.pestalk.connected",

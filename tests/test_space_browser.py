@@ -51,6 +51,16 @@ def browser():
             chromium.close()
 
 
+def watched_page(browser, width: int, height: int) -> tuple[Any, list[str]]:
+    """A new page (WebGPU hidden, see HIDE_WEBGPU) and the list its console errors and page errors go to."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    problems: list[str] = []
+    page.on("console", lambda msg: problems.append(f"console.{msg.type}: {msg.text}") if msg.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.add_init_script(HIDE_WEBGPU)
+    return page, problems
+
+
 @contextlib.contextmanager
 def launched_space(model_dir: Path, workdir: Path, **limits: Any) -> Iterator[str]:
     """The Space on 127.0.0.1 with these :class:`SpaceLimits` fields; yields its URL."""
@@ -104,11 +114,7 @@ def head_fraction(pixels: np.ndarray) -> float:
 
 def test_upload_animate_and_see_the_head(browser, space_url, tmp_path):
     wav = emodb_clip("13a02Fa.wav")
-    page = browser.new_page(viewport={"width": 900, "height": 900})
-    problems: list[str] = []
-    page.on("console", lambda msg: problems.append(f"console.{msg.type}: {msg.text}") if msg.type == "error" else None)
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.add_init_script(HIDE_WEBGPU)
+    page, problems = watched_page(browser, 900, 900)
     try:
         page.goto(space_url, wait_until="networkidle")
         page.locator("#speech input[type=file]").set_input_files(str(wav))

@@ -77,6 +77,14 @@ class AudioSource:
     def start(self, deliver: Deliver, on_end: OnEnd) -> None:
         self._deliver, self._on_end = deliver, on_end
 
+    def _start_thread(self, deliver: Deliver, on_end: OnEnd, ready: bool, thread_name: str) -> None:
+        """``start`` of a source that delivers from its own thread (``self._run``): open first unless ``ready``."""
+        AudioSource.start(self, deliver, on_end)
+        if not ready:
+            self.open()
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+        self._thread.start()
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -122,11 +130,7 @@ class FileSource(AudioSource):
             raise SourceError(f"cannot use {self.path}: {' '.join(str(error).split())}") from None
 
     def start(self, deliver: Deliver, on_end: OnEnd) -> None:
-        super().start(deliver, on_end)
-        if self.audio is None:
-            self.open()
-        self._thread = threading.Thread(target=self._run, name="pestalk-live-file", daemon=True)
-        self._thread.start()
+        self._start_thread(deliver, on_end, self.audio is not None, "pestalk-live-file")
 
     def _run(self) -> None:
         audio, block = self.audio, max(1, int(round(self.block_seconds * SAMPLING_RATE)))
@@ -315,11 +319,7 @@ class TcpPcmSource(AudioSource):
         self.port = server.getsockname()[1]
 
     def start(self, deliver: Deliver, on_end: OnEnd) -> None:
-        super().start(deliver, on_end)
-        if self._server is None:
-            self.open()
-        self._thread = threading.Thread(target=self._run, name="pestalk-live-tcp", daemon=True)
-        self._thread.start()
+        self._start_thread(deliver, on_end, self._server is not None, "pestalk-live-tcp")
 
     def _run(self) -> None:
         conn = None
