@@ -52,12 +52,12 @@ def make_animator(*, model: Any, voiceprint_backend: Any, mode: str = "offline-w
     ``forward`` holds the model's inference overrides (``force_emotion``, ``force_speaker``, ``intensity``,
     ``style_top_k``) as :meth:`AudioToBlendshapePipeline._sanitize_parameters` returns them.
     """
-    if mode == "offline-window":
-        from ..streaming import StreamingAnimator
+    if mode not in STREAMING_MODES:
+        raise ValueError(f"unknown streaming mode {mode!r}; choose one of {', '.join(STREAMING_MODES)}")
+    from ..streaming import make_streaming_animator
 
-        return StreamingAnimator(model, voiceprint_backend, context_seconds=context_seconds,
-                                 lookahead_seconds=lookahead_seconds, **(forward or {}))
-    raise ValueError(f"unknown streaming mode {mode!r}; choose one of {', '.join(STREAMING_MODES)}")
+    return make_streaming_animator(model, voiceprint_backend, mode=mode, context_seconds=context_seconds,
+                                   lookahead_seconds=lookahead_seconds, **(forward or {}))
 
 
 class EmotionMeter:
