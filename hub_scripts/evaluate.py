@@ -32,10 +32,19 @@ REFERENCE_COLUMNS = ("id", "blendshapes", "speaker", "emotion")
 
 
 def load_predictions(path: str | Path) -> dict[str, np.ndarray]:
-    """Clip id → (T, 52) weights from a folder of ``<id>.npz`` (key ``weights``) or one ``.npz``."""
+    """Clip id → (T, 52) weights from a folder of ``<id>.npz`` (key ``weights``), one ``.npz``, or the
+    animations dataset ``hub_scripts/animate_dataset.py`` writes (Parquet shards with ``id`` and ``blendshapes``)."""
     path = Path(path)
     out: dict[str, np.ndarray] = {}
-    if path.is_dir():
+    shards = sorted(path.glob("data/*.parquet")) if path.is_dir() else []
+    if shards:
+        import pyarrow.parquet as pq
+
+        for shard in shards:
+            table = pq.read_table(shard, columns=["id", "blendshapes"])
+            for clip_id, weights in zip(table.column("id").to_pylist(), table.column("blendshapes").to_pylist()):
+                out[str(clip_id)] = np.asarray(weights, dtype=np.float32).reshape(-1, 52)
+    elif path.is_dir():
         for file in sorted(path.glob("*.npz")):
             with np.load(file, allow_pickle=False) as data:
                 if "weights" not in data:
@@ -45,7 +54,8 @@ def load_predictions(path: str | Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             out = {key: np.asarray(data[key], dtype=np.float32) for key in data.keys()}
     else:
-        raise ValueError(f"--predictions must be a folder of .npz files or one .npz file: {path}")
+        raise ValueError(f"--predictions must be a folder of .npz files, one .npz file or an animate_dataset.py "
+                         f"output folder: {path}")
     if not out:
         raise ValueError(f"no predictions found in {path}")
     return out
@@ -79,7 +89,8 @@ def _json_safe(value: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--predictions", required=True, help="folder of <id>.npz (key 'weights') or one .npz")
+    parser.add_argument("--predictions", required=True, help="folder of <id>.npz (key 'weights'), one .npz, "
+                        "or an animate_dataset.py output folder")
     parser.add_argument("--references", required=True, help="dataset folder or Hub repo id")
     parser.add_argument("--split", default="test")
     parser.add_argument("--avatar", default=None, help="ARKit-rigged GLB for LVE/EVE/FDD")

@@ -492,6 +492,24 @@ def test_cli_on_dataset_folder(tmp_path):
     loaded = cli.load_predictions(single)
     assert set(loaded) == set(refs) and np.allclose(loaded[next(iter(refs))], preds[next(iter(refs))])
 
+    # So is the animations dataset hub_scripts/animate_dataset.py writes (its own schema, two shards).
+    import datasets
+
+    from pestalk_hf.batch_animation import result_features
+
+    anim_dir = tmp_path / "anim"
+    (anim_dir / "data").mkdir(parents=True)
+    items = list(preds.items())
+    for rank, part in enumerate((items[:1], items[1:])):
+        rows = [{"id": k, "blendshapes": v.tolist(), "fps": 30, "emotion": "neutral", "emotion_probabilities": [],
+                 "style_speaker": None, "style_emotion": None, "style_similarity": 0.0} for k, v in part]
+        datasets.Dataset.from_list(rows, features=result_features()).to_parquet(
+            str(anim_dir / "data" / f"test-{rank:05d}-of-00002.parquet"))
+    loaded = cli.load_predictions(anim_dir)
+    assert set(loaded) == set(refs)
+    for k, v in preds.items():
+        assert loaded[k].shape == v.shape and np.allclose(loaded[k], v)
+
 
 def test_cli_with_the_ict_avatar(tmp_path):
     avatar = _ict_path()
