@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pestalk_hf.avatar import ARKIT, Avatar, default_avatar, load_avatar, part_role
+from pestalk_hf.avatar.color import linear_to_srgb, srgb_to_linear
 from pestalk_hf.avatar.gltf_io import GltfDocument, read_gltf
 
 AVATARS = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "avatars"
@@ -42,11 +43,12 @@ def test_default_head_has_named_parts_with_their_own_colours():
     # parts tile the mesh in order and every face stays inside its part
     assert av.parts[0].vertices[0] == 0 and av.parts[-1].vertices[1] == av.num_vertices
     assert all(a.vertices[1] == b.vertices[0] and a.faces[1] == b.faces[0] for a, b in zip(av.parts, av.parts[1:]))
-    base = {p.name: np.array(p.base_color) for p in av.parts}
+    # judged as shown: materials hold linear colours, the eye sees their sRGB encoding
+    base = {p.name: linear_to_srgb(p.base_color) for p in av.parts}
     assert _luma(base["mouth_interior"]) < 0.35  # a dark cavity, not skin
     assert _luma(base["pupil"]) < 0.1 and _luma(base["eye_white"]) > 0.85 and _luma(base["teeth"]) > 0.8
     assert base["iris"][2] > base["iris"][0]  # blue-grey, not skin
-    inner = av.colors[_part(av, "mouth_interior")]
+    inner = linear_to_srgb(av.colors[_part(av, "mouth_interior")])
     assert np.median(_luma(inner)) < 0.25
     assert np.abs(base["tongue"] - base["skin"]).max() > 0.1
 
@@ -71,6 +73,48 @@ def test_default_glb_has_one_material_and_primitive_per_part(tmp_path):
     np.testing.assert_allclose(back.morph_targets, av.morph_targets, atol=1e-7)
     np.testing.assert_allclose(back.colors, av.colors, atol=2e-3)
     assert [p.name for p in back.parts] == list(PART_NAMES)
+
+
+def test_srgb_linear_conversion_known_answers():
+    """IEC 61966-2-1: 0.5 sRGB is 0.214 linear, the endpoints stay, both curves rise, they invert each other."""
+    assert srgb_to_linear(0.5) == pytest.approx(0.21404, abs=1e-5)
+    assert linear_to_srgb(0.21404) == pytest.approx(0.5, abs=1e-5)
+    assert linear_to_srgb(0.18) == pytest.approx(0.46135, abs=1e-5)  # photographic mid-grey
+    for f in (srgb_to_linear, linear_to_srgb):
+        assert f(0.0) == 0.0 and f(1.0) == pytest.approx(1.0, abs=1e-12)
+        np.testing.assert_allclose(f([-0.5, 2.0]), [0.0, 1.0], atol=1e-12)  # clipped to the gamut
+    # the toe: linear below the break, and the two pieces meet there
+    assert srgb_to_linear(0.02) == pytest.approx(0.02 / 12.92)
+    assert srgb_to_linear(0.04045 - 1e-9) == pytest.approx(srgb_to_linear(0.04045 + 1e-9), abs=1e-8)
+    x = np.linspace(0.0, 1.0, 10001)
+    assert (np.diff(srgb_to_linear(x)) > 0).all() and (np.diff(linear_to_srgb(x)) > 0).all()
+    np.testing.assert_allclose(linear_to_srgb(srgb_to_linear(x)), x, atol=1e-12)
+    np.testing.assert_allclose(srgb_to_linear(linear_to_srgb(x)), x, atol=1e-12)
+    assert srgb_to_linear(np.ones((4, 5, 3)) * 0.5).shape == (4, 5, 3)
+
+
+def test_head_glb_materials_hold_linear_colours(tmp_path):
+    """glTF's baseColorFactor and COLOR_0 are linear: the written head holds the linear value of each
+    part's intended (sRGB) colour, so three.js and Blender show the colour we chose, not a paler one."""
+    from pestalk_hf.avatar import procedural_head as ph
+
+    av = default_avatar()
+    path = tmp_path / "head.glb"
+    path.write_bytes(av.document.to_glb_bytes())
+    doc = read_gltf(path)
+    gltf = doc.gltf
+    factor = {m["name"]: np.array(m["pbrMetallicRoughness"]["baseColorFactor"][:3]) for m in gltf["materials"]}
+    np.testing.assert_allclose(factor["eye_white"], srgb_to_linear(ph.SCLERA), atol=1e-6)
+    np.testing.assert_allclose(factor["pupil"], srgb_to_linear(ph.PUPIL), atol=1e-6)
+    assert factor["eye_white"][0] == pytest.approx(0.8900, abs=1e-4)  # sRGB 0.95, not 0.95
+    # skin varies (lips, brows): COLOR_0 × factor at the crown, far from both, is the skin colour
+    (mesh,) = gltf["meshes"]
+    skin = mesh["primitives"][[m["name"] for m in gltf["materials"]].index("skin")]
+    pos = doc.accessor(skin["attributes"]["POSITION"])
+    colour = doc.accessor(skin["attributes"]["COLOR_0"])[:, :3] * factor["skin"]
+    crown = np.argmax(pos[:, 1])
+    np.testing.assert_allclose(colour[crown], srgb_to_linear(ph.SKIN), atol=2e-3)
+    assert linear_to_srgb(colour[crown]) == pytest.approx(ph.SKIN, abs=2e-3)
 
 
 def test_blink_jaw_and_tongue_move_the_right_parts():
@@ -156,7 +200,7 @@ def test_role_colours_for_a_rig_without_material_colours():
     assert len(eye_rows) == 2  # the two eyeballs: white with an iris and pupil on the front
     for p in eye_rows:
         c = av.colors[slice(*p.vertices)]
-        assert _luma(c).max() > 0.85 and _luma(c).min() < 0.1
+        assert _luma(linear_to_srgb(c)).max() > 0.85 and _luma(linear_to_srgb(c)).min() < 0.1
     head = max(av.parts, key=lambda p: p.vertices[1] - p.vertices[0])
     assert np.allclose(av.colors[slice(*head.vertices)], head.base_color)
 
@@ -164,6 +208,17 @@ def test_role_colours_for_a_rig_without_material_colours():
 def _facecap_like_glb(path: Path, eye_rgb: tuple[float, float, float], teeth_rgb: tuple[float, float, float]) -> None:
     """A face quad (skin material, ARKit jawOpen) with an eye quad and a teeth quad in front of it,
     each its own mesh and material: the layout of facecap and most user rigs."""
+    _quads_glb(path, [("head", (0, 0, 0.1, 0.0), (0.8, 0.6, 0.5), True),
+                      ("eyeLeft", (0.04, 0.04, 0.015, 0.01), eye_rgb, False),
+                      ("teeth", (0.0, -0.05, 0.015, 0.01), teeth_rgb, False)])
+
+
+_Quad = tuple[str, tuple[float, float, float, float], tuple[float, float, float], bool]
+
+
+def _quads_glb(path: Path, quads: list[_Quad]) -> None:
+    """A GLB of square quads facing +Z, each its own mesh, node and material: (name, (centre x,
+    centre y, half size, z), baseColorFactor RGB (linear, as glTF stores it), has an ARKit jawOpen)."""
     doc = GltfDocument({"asset": {"version": "2.0"}}, b"")
 
     def quad(cx: float, cy: float, half: float, z: float) -> np.ndarray:
@@ -172,9 +227,8 @@ def _facecap_like_glb(path: Path, eye_rgb: tuple[float, float, float], teeth_rgb
 
     idx = np.array([0, 1, 2, 0, 2, 3], np.uint32)
     meshes, nodes, materials = [], [], []
-    for name, verts, rgb, morph in (("head", quad(0, 0, 0.1, 0.0), (0.8, 0.6, 0.5), True),
-                                    ("eyeLeft", quad(0.04, 0.04, 0.015, 0.01), eye_rgb, False),
-                                    ("teeth", quad(0.0, -0.05, 0.015, 0.01), teeth_rgb, False)):
+    for name, placement, rgb, morph in quads:
+        verts = quad(*placement)
         materials.append({"name": name + "_mat", "pbrMetallicRoughness": {"baseColorFactor": [*rgb, 1.0]}})
         prim = {"attributes": {"POSITION": doc.add_accessor(verts, "VEC3")},
                 "indices": doc.add_accessor(idx, "SCALAR"), "material": len(materials) - 1}
@@ -186,7 +240,7 @@ def _facecap_like_glb(path: Path, eye_rgb: tuple[float, float, float], teeth_rgb
             mesh["extras"] = {"targetNames": ["jawOpen"]}
         meshes.append(mesh)
         nodes.append({"name": name, "mesh": len(meshes) - 1})
-    doc.gltf.update({"scene": 0, "scenes": [{"nodes": [0, 1, 2]}], "nodes": nodes, "meshes": meshes,
+    doc.gltf.update({"scene": 0, "scenes": [{"nodes": list(range(len(nodes)))}], "nodes": nodes, "meshes": meshes,
                      "materials": materials})
     path.write_bytes(doc.to_glb_bytes())
 
@@ -213,6 +267,34 @@ def test_renderer_draws_each_mesh_in_its_material_colour(tmp_path):
     assert (skin[:, 0] > skin[:, 2]).all()  # the same pixels are skin-coloured when the materials say so
 
 
+def test_rendered_flat_patch_shows_the_intended_srgb_colour(tmp_path):
+    """A camera-facing patch whose baseColorFactor is the linear value of sRGB 0.5 grey (0.214) and one
+    of the head's skin colour come out at that sRGB colour: exactly unlit, within the lighting's
+    spread when lit (our renders shade in linear and encode to sRGB, as three.js and Blender do)."""
+    from pestalk_hf.avatar import procedural_head as ph
+    from pestalk_hf.avatar.render import Renderer
+
+    for rgb, want in ((srgb_to_linear([0.5, 0.5, 0.5]), np.array([0.5, 0.5, 0.5])),
+                      (srgb_to_linear(ph.SKIN), ph.SKIN)):
+        path = tmp_path / "patch.glb"
+        _quads_glb(path, [("patch", (0, 0, 0.1, 0.0), tuple(float(c) for c in rgb), True)])
+        av = load_avatar(path)
+        np.testing.assert_allclose(av.colors[0], rgb, atol=1e-6)  # loaded as glTF stores it: linear
+        try:
+            with Renderer(av, size=64, unlit=True) as r:
+                flat = r.render().astype(float)
+            with Renderer(av, size=64) as r:
+                lit = r.render().astype(float)
+        except RuntimeError as exc:
+            pytest.skip(f"offscreen OpenGL unavailable: {exc}")
+        centre = (slice(28, 36), slice(28, 36))
+        np.testing.assert_allclose(flat[centre].reshape(-1, 3), np.tile(want * 255, (64, 1)), atol=1.0)
+        # lit head-on: key + fill + ambient ≈ 0.94 of the colour, plus a faint highlight
+        np.testing.assert_allclose(lit[centre].reshape(-1, 3).mean(axis=0), want * 255, atol=12)
+        bg = flat[0, 0]
+        np.testing.assert_allclose(bg, np.array([0.93, 0.94, 0.96]) * 255, atol=1.0)  # background as given (sRGB)
+
+
 def test_rendered_open_mouth_is_dark_inside_with_teeth():
     from pestalk_hf.avatar.render import Renderer
 
@@ -227,7 +309,10 @@ def test_rendered_open_mouth_is_dark_inside_with_teeth():
     assert mouth.mean() > 0.01
     px = open_[mouth]
     luma = _luma(px)
-    assert (luma < 50).mean() > 0.25  # a dark cavity
+    # a dark cavity: a fifth of what changed (the rest is the lowered lip and chin, lit in linear
+    # light and so lighter than in the old display-space shading) and ≥ 0.5 % of the frame
+    assert (luma < 50).mean() > 0.2 and (luma < 50).sum() > 0.005 * mouth.size
+    assert np.percentile(luma, 10) < 25  # its deepest part near black
     assert (px.min(axis=1) > 150).sum() > 30  # teeth show on /a/
     # closed at rest: nothing dark between the lips (no sliver of the inside at a corner)
     rows, cols = np.nonzero(mouth & (_luma(open_) < 50))  # where the open mouth is dark

@@ -4,6 +4,7 @@ The data path is audio → model → animation → **avatar** → files: this su
 heads and never imports :mod:`pestalk_hf.exporters` (which writes files and may import it).
 Inside it, imports run one way::
 
+    color            srgb_to_linear / linear_to_srgb (glTF colours are linear; screens show sRGB)
     gltf_io          glTF 2.0 / GLB container reading and writing (numpy + stdlib only)
       ↑
     model            Avatar, VertexNormals, load_avatar, avatar_document
@@ -15,6 +16,7 @@ Inside it, imports run one way::
     contact_sheet    every viseme group and emotion template of avatars in one image
 """
 
+from .color import linear_to_srgb, srgb_to_linear
 from .model import (
     ARKIT,
     DEFAULT_SKIN,
@@ -46,8 +48,10 @@ __all__ = [
     "avatar_document",
     "build_head",
     "default_avatar",
+    "linear_to_srgb",
     "load_avatar",
     "part_role",
+    "srgb_to_linear",
     "target_names",
     "vertex_normals",
 ]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..blendshapes import ARKIT_NAMES, NUM_BLENDSHAPES, MorphTargetMatch, match_morph_targets
+from .color import srgb_to_linear
 from .gltf_io import GltfDocument, read_gltf
 
 #: Order of the first axis of :attr:`Avatar.morph_targets` (52 ARKit names, alphabetical).
@@ -28,7 +29,8 @@ DEFAULT_SKIN = (0.80, 0.66, 0.58)
 # Colours for a part whose material says nothing about colour (no COLOR_0, no baseColorFactor; a
 # texture we do not sample). glTF's default would be white: a plaster head whose eyes and teeth look
 # like its skin. A part's role is guessed from its material, mesh and node names (facecap: "eyeLeft",
-# "teeth"); anything unnamed is skin.
+# "teeth"); anything unnamed is skin. These (and DEFAULT_SKIN, IRIS_COLOR, PUPIL_COLOR) are sRGB, as
+# chosen by eye; they are converted to linear (glTF's and the renderer's space) where they are used.
 ROLE_COLORS: dict[str, tuple[float, float, float]] = {
     "eye": (0.92, 0.91, 0.88), "teeth": (0.93, 0.90, 0.82), "tongue": (0.78, 0.40, 0.42),
     "mouth": (0.16, 0.05, 0.06), "hair": (0.20, 0.14, 0.10), "skin": DEFAULT_SKIN,
@@ -67,8 +69,8 @@ class AvatarPart:
             material, mesh or node name for a loaded one).
         vertices: ``(start, stop)`` range of :attr:`Avatar.vertices` the part owns.
         faces: ``(start, stop)`` range of :attr:`Avatar.faces`; they index only the part's vertices.
-        base_color: RGB in [0, 1], the material's ``baseColorFactor`` (per-vertex colours, if any,
-            are :attr:`Avatar.colors`).
+        base_color: linear RGB in [0, 1], the material's ``baseColorFactor`` (glTF's space;
+            per-vertex colours, if any, are :attr:`Avatar.colors`).
         roughness: the material's roughness in [0, 1] (the renderer makes smooth parts glossy).
         role: what the part is (``skin``, ``eye``, ``teeth``, ``tongue``, ``mouth``, ``hair``; see
             :func:`part_role`); the renderer darkens the cavities of ``skin`` parts.
@@ -93,7 +95,8 @@ class Avatar:
             the rig lacks. Rig targets that map to one ARKit shape (left/right halves) are summed.
         names_present: ARKit names the rig drives, in :data:`ARKIT` order.
         name: human-readable name (file stem for loaded avatars).
-        colors: optional (V, 3) float32 RGB in [0, 1] used by the renderer.
+        colors: optional (V, 3) float32 *linear* RGB in [0, 1] (glTF's ``baseColorFactor × COLOR_0``)
+            used by the renderer, which shades in linear and encodes to sRGB.
         document: the source glTF (single buffer) used to re-export the original asset.
         morph_meshes: the meshes of ``document`` with ARKit targets and how their names matched.
         unmatched_targets: rig target names that are not ARKit shapes (left at weight 0).
@@ -445,10 +448,11 @@ def _primitive_colors(doc: GltfDocument, prim: dict[str, Any], world_pos: np.nda
                       names: list[str]) -> tuple[tuple[float, float, float], float, np.ndarray]:
     """(base RGB, roughness, (V, 3) per-vertex RGB) of a primitive, as glTF defines its colour.
 
-    The colour is ``baseColorFactor × COLOR_0`` (either may be absent). A material that gives no
-    colour at all (no factor and no COLOR_0: the glTF default would be white) gets the colour of
-    its role (:func:`part_role`); an eyeball painted that way gets an iris and pupil on its front
-    (+Z, where glTF heads look).
+    The colour is ``baseColorFactor × COLOR_0`` (either may be absent), linear RGB as glTF stores
+    both; a ``baseColorTexture`` is not sampled (its texels are sRGB: sampling one would need
+    :func:`.color.srgb_to_linear`). A material that gives no colour at all (no factor and no
+    COLOR_0: the glTF default would be white) gets the colour of its role (:func:`part_role`); an
+    eyeball painted that way gets an iris and pupil on its front (+Z, where glTF heads look).
     """
     attrs = prim.get("attributes", {})
     mat: dict[str, Any] = {}
@@ -466,14 +470,14 @@ def _primitive_colors(doc: GltfDocument, prim: dict[str, Any], world_pos: np.nda
             rgb = rgb * np.clip(doc.accessor(attrs["COLOR_0"])[:, :3].astype(np.float32), 0, 1)
         return tuple(float(c) for c in base), rough, rgb
     role = part_role(names)
-    base = np.asarray(ROLE_COLORS[role], dtype=np.float32)
+    base = srgb_to_linear(ROLE_COLORS[role]).astype(np.float32)
     rgb = np.tile(base, (count, 1))
     if role == "eye" and count:
         centre = (world_pos.min(axis=0) + world_pos.max(axis=0)) / 2
         d = world_pos - centre
         polar = np.arccos(np.clip(d[:, 2] / np.maximum(np.linalg.norm(d, axis=1), 1e-12), -1, 1))
-        rgb[polar < 0.42] = IRIS_COLOR
-        rgb[polar < 0.18] = PUPIL_COLOR
+        rgb[polar < 0.42] = srgb_to_linear(IRIS_COLOR)
+        rgb[polar < 0.18] = srgb_to_linear(PUPIL_COLOR)
         rough = min(rough, 0.25)  # wet
     return tuple(float(c) for c in base), rough, rgb
 
@@ -485,8 +489,9 @@ def avatar_document(avatar: Avatar) -> tuple[GltfDocument, tuple[MorphMesh, ...]
     avatar as one ``skin`` part if it has none), each with its own named material
     (``baseColorFactor`` = the part's colour, double-sided), POSITION, NORMAL, COLOR_0 where the
     part's colours vary (``COLOR_0 × baseColorFactor`` = :attr:`Avatar.colors`, as glTF multiplies
-    them), and 52 sparse morph targets (POSITION and NORMAL deltas; a target that leaves the part
-    alone is an all-zero accessor without data) named in internal ARKit order.
+    them; both are linear RGB in glTF), and 52 sparse morph targets (POSITION and NORMAL deltas; a
+    target that leaves the part alone is an all-zero accessor without data) named in internal ARKit
+    order.
     """
     doc = GltfDocument({"asset": {"version": "2.0", "generator": "pestalk_hf"}}, b"")
     verts = np.ascontiguousarray(avatar.vertices, dtype=np.float32)
@@ -500,7 +505,8 @@ def avatar_document(avatar: Avatar) -> tuple[GltfDocument, tuple[MorphMesh, ...]
         moved_normals.append(moved)
     colors = np.clip(avatar.colors, 0, 1).astype(np.float32) if avatar.colors is not None else None
     parts = avatar.parts or (AvatarPart("skin", (0, len(verts)), (0, len(avatar.faces)),
-                                        (1.0, 1.0, 1.0) if colors is not None else DEFAULT_SKIN),)
+                                        (1.0, 1.0, 1.0) if colors is not None
+                                        else tuple(float(c) for c in srgb_to_linear(DEFAULT_SKIN))),)
     materials, primitives = [], []
     for part in parts:
         (v0, v1), (f0, f1) = part.vertices, part.faces

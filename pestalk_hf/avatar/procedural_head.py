@@ -34,6 +34,7 @@ import functools
 import numpy as np
 
 from ..blendshapes import ARKIT_INDEX, ARKIT_NAMES, NUM_BLENDSHAPES
+from .color import srgb_to_linear
 from .model import Avatar, AvatarPart, avatar_document
 
 # Head shape (metres)
@@ -43,6 +44,8 @@ Y_EYE, X_EYE, R_EYE = 0.020, 0.032, 0.0125
 N_LAT, N_LON = 120, 160
 MOUTH_HALF_WIDTH = 0.024
 
+# Part colours as they should look on screen: sRGB values, chosen by eye (as in a colour picker) and
+# mixed in sRGB below; :meth:`_Parts.finish` converts them to linear, glTF's baseColorFactor space.
 SKIN = np.array([0.86, 0.69, 0.60], dtype=np.float32)
 LIPS = np.array([0.74, 0.40, 0.40], dtype=np.float32)
 BROW = np.array([0.28, 0.19, 0.14], dtype=np.float32)
@@ -52,7 +55,7 @@ PUPIL = np.array([0.04, 0.04, 0.05], dtype=np.float32)
 TONGUE = np.array([0.80, 0.45, 0.48], dtype=np.float32)
 LID = np.array([0.84, 0.66, 0.58], dtype=np.float32)
 LASH = np.array([0.10, 0.07, 0.06], dtype=np.float32)
-MOUTH = np.array([0.20, 0.06, 0.07], dtype=np.float32)
+MOUTH = np.array([0.15, 0.045, 0.05], dtype=np.float32)  # dark even under viewers' unshadowed light
 IRIS_PUPIL, IRIS_EDGE = 0.18, 0.42  # polar angles (rad from the eye's axis) of the pupil and iris borders
 
 EPS = 1e-3  # weights below this are clipped to 0 (sparse targets, no far-field drift)
@@ -306,7 +309,10 @@ class _Parts:
         self.nv = self.nf = 0
 
     def add(self, name: str, pos: np.ndarray, faces: np.ndarray, colors: np.ndarray, roughness: float) -> int:
-        """Append a block (faces index ``pos``); returns its first vertex. Consecutive blocks of one name merge."""
+        """Append a block (faces index ``pos``; ``colors`` in sRGB); returns its first vertex.
+
+        Consecutive blocks of one name merge.
+        """
         start = self.nv
         self.pos.append(np.asarray(pos, dtype=np.float64))
         self.faces.append(np.asarray(faces) + start)
@@ -322,7 +328,8 @@ class _Parts:
         return start
 
     def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[AvatarPart, ...]]:
-        colors = np.concatenate(self.colors)
+        """(positions, faces, linear RGB colours, parts): the sRGB colours given to :meth:`add` decoded."""
+        colors = srgb_to_linear(np.concatenate(self.colors))
         parts = tuple(AvatarPart(p.name, p.vertices, p.faces,
                                  tuple(float(c) for c in colors[p.vertices[0]:p.vertices[1]].max(axis=0)),
                                  p.roughness, _ROLES[p.name]) for p in self.parts)

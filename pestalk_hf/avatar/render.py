@@ -5,6 +5,12 @@ GPU. moderngl's standalone EGL context renders with Mesa llvmpipe there; the mor
 per-frame normals are done with numpy (one small matmul + one sparse product), the GPU side is a
 soft per-vertex shader (hemisphere ambient, wrapped key, fill, gloss per material). Back faces are
 drawn dark red so the inside of a head without a mouth cavity still reads as a mouth.
+
+Colour: material colours are linear RGB (glTF's ``baseColorFactor × COLOR_0``, :attr:`Avatar.colors`),
+shading is done in linear light into a half-float framebuffer (so multisampling also averages linear
+light), and the result is encoded to sRGB once, on read-back, with :func:`.color.linear_to_srgb`;
+three.js (``outputColorSpace = SRGBColorSpace``) and Blender do the same, so a GLB looks alike in
+our MP4, the Space's viewer and those tools. ``background`` is an sRGB colour as shown.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..blendshapes import ARKIT_NAMES
+from .color import linear_to_srgb, srgb_to_linear
 from .model import Avatar, VertexNormals
 from .procedural_head import default_avatar
 
@@ -23,11 +30,17 @@ from .procedural_head import default_avatar
 # the front colour or, for back faces (the inside of a head without a mouth cavity), a dark red.
 # Soft studio light: a sky/ground hemisphere for the ambient, a wrapped key light (no hard
 # terminator on the cheeks) and a fill from the other side; the highlight's strength is the part's
-# gloss (1 − roughness), so eyes and teeth shine and skin stays matte.
+# gloss (1 − roughness), so eyes and teeth shine and skin stays matte. All terms are linear light:
+# a face turned to the camera gets ≈ 0.94 × its colour (it shows the material's colour as chosen),
+# the side away from the key ≈ 0.3 (≈ 0.58 once encoded to sRGB). ``unlit`` = 1 draws the bare
+# material colours (what KHR_materials_unlit would show; the check that colours are carried right).
+# ``back_color`` (linear) is :data:`BACK_FACE_SRGB` decoded.
 VERTEX_SHADER = """
 #version 330
 uniform mat4 mvp;
 uniform vec3 eye;
+uniform float unlit;
+uniform vec3 back_color;
 in vec3 in_position;
 in vec3 in_normal;
 in vec4 in_color;
@@ -40,16 +53,20 @@ void main() {
     const vec3 fill = vec3(-0.7036, 0.1173, 0.7036);
     float hemi = mix(0.55, 1.0, 0.5 + 0.5 * n.y);
     float wrap_key = max((dot(n, key) + 0.35) / 1.35, 0.0);
-    float diffuse = 0.62 * wrap_key + 0.22 * max(dot(n, fill), 0.0);
+    float diffuse = 0.78 * wrap_key + 0.20 * max(dot(n, fill), 0.0);
     float facing = 1.0 - max(dot(n, view), 0.0);
     float h = pow(max(dot(n, normalize(key + view)), 0.0), mix(12.0, 60.0, in_color.a));
     vec3 base = in_color.rgb;
-    v_front = base * (0.30 * hemi + 0.78 * diffuse) + vec3((0.04 + 0.5 * in_color.a) * h)
-              + base * 0.12 * facing * facing;
-    v_back = vec3(0.16, 0.05, 0.06) * (0.5 + 0.5 * abs(dot(n, view)));
+    vec3 lit = base * (0.12 * hemi + diffuse) + vec3((0.02 + 0.3 * in_color.a) * h)
+               + base * 0.06 * facing * facing;
+    v_front = mix(lit, base, unlit);
+    v_back = back_color * (0.5 + 0.5 * abs(dot(n, view)));
     gl_Position = mvp * vec4(in_position, 1.0);
 }
 """
+
+#: sRGB colour of back faces: the inside of a head without a mouth cavity reads as a dark mouth.
+BACK_FACE_SRGB = (0.16, 0.05, 0.06)
 
 FRAGMENT_SHADER = """
 #version 330
@@ -198,23 +215,26 @@ class Renderer:
 
     The camera looks at the region the morph targets move (:func:`_framing`) from the front (+Z),
     so any ARKit head is framed on its face, mouth included, whatever its units are. Each vertex
-    has its part's own colour (:attr:`Avatar.colors`, from the asset's materials) and gloss.
+    has its part's own colour (:attr:`Avatar.colors`, linear, from the asset's materials) and gloss.
+    ``background`` is an sRGB colour; ``unlit=True`` draws the bare material colours, no lighting.
     """
 
     def __init__(self, avatar: Avatar | None = None, size: int | tuple[int, int] = 512,
                  background: tuple[float, float, float] = (0.93, 0.94, 0.96), fov_deg: float = 24.0,
-                 samples: int = 1) -> None:
+                 samples: int = 1, unlit: bool = False) -> None:
         self.avatar = avatar if avatar is not None else default_avatar()
         self.width, self.height = (size, size) if isinstance(size, int) else size
         if self.width <= 0 or self.height <= 0:
             raise ValueError(f"Renderer: size must be positive, got {size}")
         self.background = background
+        self._clear = tuple(float(c) for c in srgb_to_linear(background))  # the framebuffer holds linear light
         self.ctx = create_context()
         self._normals = VertexNormals(self.avatar.faces, self.avatar.num_vertices, self.avatar.vertices,
                                       self.avatar.moving_vertices)
         self.prog = self.ctx.program(vertex_shader=VERTEX_SHADER, fragment_shader=FRAGMENT_SHADER)
         verts = self.avatar.vertices.astype("f4")
-        colors = self.avatar.colors if self.avatar.colors is not None else np.full_like(verts, 0.8)
+        colors = (self.avatar.colors if self.avatar.colors is not None
+                  else np.full_like(verts, srgb_to_linear(0.8)))  # light grey as shown
         colors = self._shade_cavities(colors)
         rgba = np.concatenate([colors, self.avatar.gloss()[:, None]], axis=1)  # each part's own colour + gloss
         self.vbo_pos = self.ctx.buffer(verts.tobytes(), dynamic=True)
@@ -224,12 +244,19 @@ class Renderer:
         self.vao = self.ctx.vertex_array(self.prog, [(self.vbo_pos, "3f", "in_position"),
                                                      (self.vbo_nrm, "3f", "in_normal"),
                                                      (self.vbo_col, "4f", "in_color")], self.ibo)
+        self.prog["unlit"].value = 1.0 if unlit else 0.0
+        self.prog["back_color"].value = tuple(float(c) for c in srgb_to_linear(BACK_FACE_SRGB))
+        # half-float colour buffers: linear light keeps 11 significant bits until it is encoded
+        # (< 0.1 of an 8-bit sRGB code; 8-bit linear would band in the darks, where sRGB spends
+        # most of its codes), at half the read-back of 32-bit floats
+        size2 = (self.width, self.height)
         samples = min(samples, self.ctx.max_samples)
         self.msaa = self.ctx.framebuffer(
-            color_attachments=[self.ctx.renderbuffer((self.width, self.height), 4, samples=samples)],
-            depth_attachment=self.ctx.depth_renderbuffer((self.width, self.height), samples=samples),
+            color_attachments=[self.ctx.renderbuffer(size2, 4, samples=samples, dtype="f2")],
+            depth_attachment=self.ctx.depth_renderbuffer(size2, samples=samples),
         ) if samples > 1 else None
-        self.fbo = self.ctx.simple_framebuffer((self.width, self.height), components=4)
+        self.fbo = self.ctx.framebuffer(color_attachments=[self.ctx.renderbuffer(size2, 4, dtype="f2")],
+                                        depth_attachment=self.ctx.depth_renderbuffer(size2))
         centre, radius, half_h = _framing(self.avatar, self.width / self.height)
         distance = half_h / np.tan(np.radians(fov_deg) / 2)
         eye = centre + np.array([0.0, 0.0, distance], dtype=np.float32)
@@ -241,7 +268,10 @@ class Renderer:
     def _shade_cavities(self, colors: np.ndarray) -> np.ndarray:
         """Darken the skin where :func:`cavity_occlusion` finds it hidden (a mouth's inside, nostrils).
 
-        Not for a head that models its mouth cavity as a part of its own (ours: already dark).
+        Not for a head that models its mouth cavity as a part of its own (ours: already dark). The
+        darkening curve was chosen by eye as a factor on the shown (sRGB) colour; the linear
+        colours are scaled by its linear value, which looks the same (a product of sRGB values
+        decodes to nearly the product of their linear values).
         """
         roles = {p.role for p in self.avatar.parts}
         skin = [p for p in self.avatar.parts if p.role == "skin"] or ([] if self.avatar.parts else None)
@@ -250,7 +280,7 @@ class Renderer:
         weights = np.zeros(52, dtype=np.float32)
         weights[ARKIT_NAMES.index("jawOpen")] = 1.0
         seen = cavity_occlusion(self.ctx, self.avatar, weights)
-        shade = 0.25 + 0.75 * np.clip((seen - 0.05) / 0.45, 0.0, 1.0) ** 1.5
+        shade = srgb_to_linear(0.25 + 0.75 * np.clip((seen - 0.05) / 0.45, 0.0, 1.0) ** 1.5)
         out = np.array(colors, dtype=np.float32)
         for v0, v1 in ([p.vertices for p in skin] if skin else [(0, len(out))]):
             out[v0:v1] *= shade[v0:v1, None]
@@ -268,12 +298,13 @@ class Renderer:
         target.use()
         self.ctx.enable(self.ctx.DEPTH_TEST)
         self.ctx.disable(self.ctx.CULL_FACE)
-        target.clear(*self.background, 1.0, depth=1.0)
+        target.clear(*self._clear, 1.0, depth=1.0)
         self.vao.render()
         if self.msaa is not None:
             self.ctx.copy_framebuffer(self.fbo, self.msaa)
-        data = self.fbo.read(components=3, alignment=1)
-        return np.frombuffer(data, dtype=np.uint8).reshape(self.height, self.width, 3)[::-1].copy()
+        data = self.fbo.read(components=3, alignment=1, dtype="f2")
+        linear = np.frombuffer(data, dtype=np.float16).reshape(self.height, self.width, 3)[::-1]
+        return encode_srgb8(linear)
 
     def close(self) -> None:
         """Free the GL objects and the context."""
@@ -284,6 +315,21 @@ class Renderer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# Linear → 8-bit sRGB by table: 2^14 linear steps keep every output within one code of the exact
+# curve (the steepest part, near black, is 12.92 × 255 / 2^14 ≈ 0.2 codes per step) and cost a few
+# ms per 512² frame instead of a float power per channel.
+_LUT_STEPS = 1 << 14
+_SRGB8_LUT = np.round(linear_to_srgb(np.linspace(0.0, 1.0, _LUT_STEPS + 1)) * 255).astype(np.uint8)
+
+
+def encode_srgb8(linear: np.ndarray) -> np.ndarray:
+    """(…, 3) linear light (clipped to [0, 1]) → uint8 sRGB (:func:`.color.linear_to_srgb`, tabulated)."""
+    idx = np.multiply(linear, _LUT_STEPS, dtype=np.float32)
+    idx += 0.5
+    np.clip(idx, 0, _LUT_STEPS, out=idx)
+    return np.take(_SRGB8_LUT, idx.astype(np.uint16))
 
 
 def render_frames(weights: np.ndarray, avatar: Avatar | None = None, size: int = 512) -> Iterator[np.ndarray]:
