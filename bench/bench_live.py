@@ -1,9 +1,10 @@
 """End-to-end latency of ``pestalk live``: from an audio sample entering to its frame leaving the socket.
 
 A speech file (default: the shipped LJ Speech clip repeated to ``--seconds``) is played at real-time speed
-through :class:`pestalk_hf.live.FileSource` in 100 ms blocks, animated by the streaming animator that
-``pestalk live`` uses (:func:`pestalk_hf.live.make_animator`) and sent as Live Link Face packets to a UDP
-receiver on this machine. For every frame, latency = the time its ``sendto`` returned − the time its audio
+through :class:`pestalk_hf.live.FileSource` in blocks of each mode's default size (``pestalk live``'s: 100 ms
+for ``offline-window``, 20 ms for ``lookahead``; ``--chunk-ms`` for one size), animated by the streaming
+animator that ``pestalk live`` uses (:func:`pestalk_hf.live.make_animator`) and sent as Live Link Face packets
+to a UDP receiver on this machine. For every frame, latency = the time its ``sendto`` returned − the time its audio
 sample was captured (block arrival − the samples after it in the block), so it counts the block
 (chunk) wait, the look-ahead, the queueing and the model's compute, as a microphone user sees it.
 
@@ -11,10 +12,14 @@ The session runs as ``pestalk live`` runs it, with the emotion reading of the st
 (:class:`~pestalk_hf.live.EmotionMeter`, on its own thread; ``--no-emotion-meter`` to leave it out).
 Reports p50/p95/max latency, the CPU share of the process (all threads; 100 % = one core), dropped and
 merged chunks, frames dropped/stale, and the drift of the latency (median of the last 10 % of frames −
-median of the first 10 %). One run per ``--lookahead-seconds`` value (default: today's 0.3 s)::
+median of the first 10 %). Both streaming modes by default (``--streaming-mode``), one after the other on
+the same file: one ``offline-window`` run per ``--lookahead-seconds`` value (default 0.3 s) and one
+``lookahead`` run per ``--lookahead-frames`` value (default 2); a summary table of all runs comes last::
 
     python bench/bench_live.py --seconds 20
-    python bench/bench_live.py --seconds 60 --lookahead-seconds 0.3 0.1 --json out/bench_live.json
+    python bench/bench_live.py --seconds 60 --json out/bench_live.json          # both modes
+    python bench/bench_live.py --streaming-mode lookahead --lookahead-frames 0 2 5
+    python bench/bench_live.py --streaming-mode offline-window --lookahead-seconds 0.3 0.1
 """
 
 from __future__ import annotations
@@ -79,7 +84,8 @@ def speech_file(seconds: float, folder: Path, audio_path: Path | None) -> Path:
     return path
 
 
-def run_once(pipe, path: Path, *, lookahead: float, context: int, chunk_ms: float, pace: bool, emotion: bool) -> dict:
+def run_once(pipe, path: Path, *, mode: str, timing: dict, chunk_ms: float, pace: bool, emotion: bool) -> dict:
+    """One real-time session of ``mode``; ``timing``: that mode's :func:`~pestalk_hf.live.make_animator` options."""
     from pestalk_hf.live import EmotionMeter, FileSource, LiveLinkOutput, LiveSession, make_animator
 
     receiver = CountingReceiver()
@@ -87,9 +93,10 @@ def run_once(pipe, path: Path, *, lookahead: float, context: int, chunk_ms: floa
     out.open()
     source = FileSource(path, block_seconds=chunk_ms / 1000)
     source.open()
-    animator = make_animator(model=pipe.model, voiceprint_backend=pipe.voiceprint_backend, context_seconds=context,
-                             lookahead_seconds=lookahead)
-    meter = EmotionMeter(pipe.model) if emotion else None  # as `pestalk live` runs it (its own thread)
+    animator = make_animator(model=pipe.model, voiceprint_backend=pipe.voiceprint_backend, mode=mode, **timing)
+    # as `pestalk live` runs it (its own thread); the session only feeds it when the animator keeps no
+    # emotion estimate of its own (the lookahead mode does)
+    meter = EmotionMeter(pipe.model) if emotion else None
     session = LiveSession(animator=animator, source=source, outputs=[out], pace=pace, emotion_meter=meter,
                           emotions=tuple(pipe.model.config.emotions), message=lambda text: None)
     cpu0, wall0 = time.process_time(), time.monotonic()
@@ -100,7 +107,7 @@ def run_once(pipe, path: Path, *, lookahead: float, context: int, chunk_ms: floa
     tenth = max(1, len(lat) // 10)
     s = result.stats
     return {
-        "lookahead_s": lookahead, "context_s": context, "chunk_ms": chunk_ms, "paced": pace, "emotion_meter": emotion,
+        "mode": mode, **timing, "chunk_ms": chunk_ms, "paced": pace, "emotion_meter": emotion,
         "audio_s": round(s.samples_in / SAMPLING_RATE, 2), "wall_s": round(wall, 2),
         "frames": s.frames, "frames_expected": -(-s.samples_in * 30 // SAMPLING_RATE), "received": receiver.count,
         "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 1), "p95": round(float(np.percentile(lat, 95)), 1),
@@ -113,13 +120,30 @@ def run_once(pipe, path: Path, *, lookahead: float, context: int, chunk_ms: floa
     }
 
 
+def describe(r: dict) -> str:
+    """The run's settings in a few words (the first column of the summary)."""
+    if r["mode"] == "lookahead":
+        what = f"lookahead, L = {r.get('lookahead_frames', 'model')} frames"
+    else:
+        what = f"offline-window, {r.get('lookahead_s', 0.3):.2f} s look-ahead"
+    return f"{what}, {r['chunk_ms']:g} ms blocks"
+
+
 def main() -> None:
+    from pestalk_hf.live.session import DEFAULT_CHUNK_MS, STREAMING_MODES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the real-time run (default 60)")
+    parser.add_argument("--streaming-mode", choices=STREAMING_MODES, nargs="+", default=list(STREAMING_MODES),
+                        help="modes to measure, in this order (default: all)")
     parser.add_argument("--lookahead-seconds", type=float, nargs="+", default=[0.3],
-                        help="one run per value (default: today's 0.3)")
-    parser.add_argument("--context-seconds", type=int, default=2)
-    parser.add_argument("--chunk-ms", type=float, default=100.0)
+                        help="offline-window: one run per value (default 0.3)")
+    parser.add_argument("--context-seconds", type=int, default=2, help="offline-window: context (default 2)")
+    parser.add_argument("--lookahead-frames", type=int, nargs="+", default=[2],
+                        help="lookahead: one run per value (default 2)")
+    parser.add_argument("--chunk-ms", type=float, default=None,
+                        help="audio block for every run (default: each mode's own, " + ", ".join(
+                            f"{k} {v:g} ms" for k, v in DEFAULT_CHUNK_MS.items()) + ")")
     parser.add_argument("--no-pace", action="store_true", help="send each burst at once (lower p50, jerkier)")
     parser.add_argument("--no-emotion-meter", action="store_true", help="without the status line's emotion reading")
     parser.add_argument("--model", default=None, help="model folder (default: the embedded default model)")
@@ -129,16 +153,25 @@ def main() -> None:
 
     from pestalk_hf.pipeline import load_pipeline
 
+    runs = []
+    for mode in dict.fromkeys(args.streaming_mode):  # each mode once, in the order given
+        if mode == "offline-window":
+            runs += [(mode, {"context_seconds": args.context_seconds, "lookahead_seconds": s})
+                     for s in args.lookahead_seconds]
+        else:
+            runs += [(mode, {"lookahead_frames": n}) for n in args.lookahead_frames]
     pipe = load_pipeline(args.model)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         path = speech_file(args.seconds, Path(tmp), args.audio)
-        for lookahead in args.lookahead_seconds:
-            r = run_once(pipe, path, lookahead=lookahead, context=args.context_seconds, chunk_ms=args.chunk_ms,
-                         pace=not args.no_pace, emotion=not args.no_emotion_meter)
+        for mode, timing in runs:
+            chunk_ms = DEFAULT_CHUNK_MS[mode] if args.chunk_ms is None else args.chunk_ms
+            r = run_once(pipe, path, mode=mode, timing=timing, chunk_ms=chunk_ms, pace=not args.no_pace,
+                         emotion=not args.no_emotion_meter)
+            r["load_average_1min_after"] = round(os.getloadavg()[0], 2)
             results.append(r)
             lat = r["latency_ms"]
-            print(f"look-ahead {lookahead:.2f} s, {r['audio_s']:.0f} s of audio: latency p50 {lat['p50']:.0f} ms, "
+            print(f"{describe(r)}, {r['audio_s']:.0f} s of audio: latency p50 {lat['p50']:.0f} ms, "
                   f"p95 {lat['p95']:.0f} ms, max {lat['max']:.0f} ms; drift {r['latency_drift_ms']:+.0f} ms; "
                   f"CPU {r['cpu_share_of_one_core']:.0%} of one core (model {r['model_share_of_wall']:.0%} of wall); "
                   f"{r['frames']}/{r['frames_expected']} frames, {r['received']} received; dropped chunks "
@@ -150,6 +183,12 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"meta": meta, "runs": results}, indent=2))
     print(json.dumps({"meta": meta, "runs": results}, indent=2))
+    width = max(len(describe(r)) for r in results)
+    print(f"\n{'run':<{width}}  p50 ms  p95 ms  max ms  CPU (1 core)  load")
+    for r in results:
+        lat = r["latency_ms"]
+        print(f"{describe(r):<{width}}  {lat['p50']:6.0f}  {lat['p95']:6.0f}  {lat['max']:6.0f}  "
+              f"{r['cpu_share_of_one_core']:11.0%}  {r['load_average_1min_after']:4.1f}")
 
 
 if __name__ == "__main__":

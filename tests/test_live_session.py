@@ -244,3 +244,114 @@ def test_make_animator_is_keyword_only(pipe):
         make_animator(model=pipe.model, voiceprint_backend=pipe.voiceprint_backend, mode="telepathy")
     animator = make_animator(model=pipe.model, voiceprint_backend=pipe.voiceprint_backend, lookahead_seconds=0.1)
     assert animator.push(np.zeros(1600, dtype=np.float32)).shape[1] == 52
+
+
+def test_lookahead_mode_file_reaches_livelink_and_vmc_early_with_the_streaming_models_frames(pipe, tmp_path, capsys):
+    """``--streaming-mode lookahead``: the bounded look-ahead model, in 20 ms blocks. Every frame reaches the
+    pylivelinkface decoder and the python-osc server, on the audio clock, with the values the streaming mode
+    computes for the whole clip (not the offline window's), and well under the offline window's 0.3 s wait."""
+    import torch
+
+    from pestalk_hf.blendshapes import ARKIT_NAMES
+    from pestalk_hf.streaming import with_streaming_mode
+
+    ll, vmc = LiveLinkReceiver(), VmcReceiver()
+    csv = tmp_path / "lookahead.csv"
+    t0 = time.monotonic()
+    try:
+        code = main(["live", "--file", str(DEMO), "--streaming-mode", "lookahead", "--livelink",
+                     f"127.0.0.1:{ll.port}", "--vmc", f"127.0.0.1:{vmc.port}", "--record", str(csv)])
+    finally:
+        ll.close()
+        vmc.close()
+    wall = time.monotonic() - t0
+    err = capsys.readouterr().err
+    assert code == EXIT_OK, err
+    assert "lookahead mode, 20 ms blocks" in err
+    audio = demo_audio()
+    n_frames = -(-len(audio) * 30 // 16000)
+    assert wall >= len(audio) / 16000 * 0.95, "the file was not played at real-time speed"
+
+    recorded = read_livelink_csv(csv)
+    assert recorded.shape == (n_frames, 52)
+    assert recorded.min() >= 0.0 and recorded.max() <= 1.0 and recorded[:, 24].max() > 0.1  # jawOpen moves
+    # the frames are the streaming mode's: the whole clip through the same weights with the masks on (the
+    # voiceprint is the one estimated from the first 3 s; the live one converges to it over those seconds)
+    streamed = with_streaming_mode(pipe.model, 2, 30)
+    voiceprint = torch.from_numpy(np.asarray(pipe.voiceprint_backend.embed(audio[:48000]), dtype=np.float32))
+    with torch.inference_mode():
+        expected = streamed.animate(torch.from_numpy(audio), voiceprint).blendshapes[0].numpy()
+        offline = pipe.model.animate(torch.from_numpy(audio), voiceprint).blendshapes[0].numpy()
+    assert np.abs(recorded - expected).mean() < 0.005 and np.abs(recorded - expected).max() < 0.05
+    assert np.abs(recorded - offline).mean() > 4 * np.abs(recorded - expected).mean()  # not the offline window
+
+    # Live Link Face: every frame once, numbered and timed on the audio clock, values = the recording
+    times, values, numbers = ll.frames()
+    np.testing.assert_array_equal(np.sort(numbers), np.arange(n_frames))
+    order = np.argsort(numbers)
+    np.testing.assert_allclose(times[order], np.arange(n_frames) / 30, atol=1e-9)
+    np.testing.assert_allclose(values[order], livelink_values(recorded), atol=2e-6)
+    # frames arrive as the audio plays (spread over the clip, not in one burst at the end)
+    arrivals = np.array([a for a, _ in ll.faces])
+    assert len(audio) / 16000 - 0.6 <= arrivals[-1] - arrivals[0] <= len(audio) / 16000 + 0.6
+    assert np.all(np.diff(numbers) > 0), "frames were sent out of order"
+
+    # VMC: one Apply per frame with the same 52 values
+    assert len(vmc.applied) == n_frames
+    got = np.array([[a[n] for n in ARKIT_NAMES] for a in vmc.applied])
+    np.testing.assert_allclose(got, recorded, atol=2e-6)
+
+    # latency: the offline window cannot go below its 0.3 s look-ahead + a frame; this mode waits ≤ 112.5 ms
+    # (chunk of 3 frames + half an STFT window) + a 20 ms block + compute (generous bound: a loaded CI machine)
+    latency = float(re.search(r"median latency (\d+) ms", err).group(1))
+    assert latency < 300, err
+    assert "0 dropped" in err and "emotion" in err
+
+
+def test_lookahead_mode_bad_values_are_usage_errors(tmp_path, capsys):
+    rec = str(tmp_path / "x.csv")
+    base = ["live", "--file", str(DEMO), "--record", rec]
+    for bad, says in (("-1", "must be 0-30 frames"), ("31", "must be 0-30 frames"), ("two", "whole number of frames")):
+        with pytest.raises(SystemExit) as stop:
+            main(base + ["--streaming-mode", "lookahead", "--lookahead-frames", bad])
+        assert stop.value.code == EXIT_USAGE
+        assert says in capsys.readouterr().err
+    assert main(base + ["--streaming-mode", "lookahead", "--chunk-ms", "0"]) == EXIT_USAGE
+    assert "the audio block must be 5–1000 ms" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(base + ["--streaming-mode", "telepathy"])
+    assert "invalid choice" in capsys.readouterr().err
+    # one mode's timing option given to the other mode: refused before any model is loaded
+    assert main(base + ["--lookahead-frames", "2"]) == EXIT_USAGE
+    assert "--lookahead-frames is for --streaming-mode lookahead" in capsys.readouterr().err
+    assert main(base + ["--streaming-mode", "lookahead", "--context-seconds", "3", "--lookahead-seconds", "0.1"]) \
+        == EXIT_USAGE
+    assert "--context-seconds, --lookahead-seconds is for --streaming-mode offline-window" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_make_animator_lookahead_mode_copies_the_model(pipe):
+    from pestalk_hf.live import STREAMING_MODES, make_animator
+    from pestalk_hf.streaming import LookaheadStreamingAnimator, StreamingAnimator
+
+    assert STREAMING_MODES == ("offline-window", "lookahead")  # the offline window stays the default
+    backend = pipe.voiceprint_backend
+    assert isinstance(make_animator(model=pipe.model, voiceprint_backend=backend), StreamingAnimator)
+    animator = make_animator(model=pipe.model, voiceprint_backend=backend, mode="lookahead")
+    assert isinstance(animator, LookaheadStreamingAnimator) and animator.lookahead_frames == 2
+    assert animator.model is not pipe.model and not pipe.model.config.is_streaming  # the pipeline's model untouched
+    assert make_animator(model=pipe.model, voiceprint_backend=backend, mode="lookahead",
+                         lookahead_frames=0).lookahead_frames == 0
+    # a model saved in the streaming mode keeps its own look-ahead
+    own = make_animator(model=animator.model, voiceprint_backend=backend, mode="lookahead")
+    assert own.lookahead_frames == 2 and own.model is animator.model
+    for bad in (-1, 31, 2.5, True):
+        with pytest.raises(ValueError, match="lookahead_frames must be"):
+            make_animator(model=pipe.model, voiceprint_backend=backend, mode="lookahead", lookahead_frames=bad)
+    with pytest.raises(ValueError, match="for the 'lookahead' streaming mode"):
+        make_animator(model=pipe.model, voiceprint_backend=backend, lookahead_frames=2)
+    # 20 ms blocks: frames leave a chunk (3 frames) at a time once its audio + 12.5 ms is in
+    block = np.zeros(320, dtype=np.float32)
+    sizes = [len(animator.push(block)) for _ in range(10)]  # 200 ms of audio
+    assert sizes.count(3) == sum(sizes) // 3 and sum(sizes) == 3  # the chunk of frames 0-2 once 112.5 ms is in
+    assert sizes.index(3) == 5  # 6 blocks = 120 ms ≥ 112.5 ms; 5 blocks = 100 ms is not enough

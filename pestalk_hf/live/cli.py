@@ -27,6 +27,13 @@ examples:
   pestalk live --vmc 127.0.0.1:39539 --vmc-names vrm0     # drive a VTuber avatar
   pestalk live --web                                       # then open http://127.0.0.1:8765/
   pestalk live --file speech.wav --web --record take.csv   # a file at real-time speed
+  pestalk live --livelink 127.0.0.1:11111 --streaming-mode lookahead   # ~0.15-0.2 s behind, lower quality
+
+streaming modes:
+  offline-window (default)  the offline model on a sliding window: full quality, ~0.4-0.5 s behind the voice
+  lookahead                 bounded look-ahead (--lookahead-frames, default 2 = 67 ms; 20 ms blocks): ~0.15-0.2 s
+                            behind. The embedded model runs in it without a streaming fine-tune: measured on
+                            real speech, jaw correlation 0.91 -> 0.75 (GRID), emotion accuracy 57 -> 29 % (EmoDB)
 """
 
 
@@ -45,6 +52,18 @@ def _seconds(text: str) -> float:
     from ..cli import _positive_seconds
 
     return _positive_seconds(text)
+
+
+def _lookahead_frames(text: str) -> int:
+    from .session import MAX_LOOKAHEAD_FRAMES
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of frames, got {text!r}") from None
+    if not 0 <= value <= MAX_LOOKAHEAD_FRAMES:
+        raise argparse.ArgumentTypeError(f"must be 0-{MAX_LOOKAHEAD_FRAMES} frames (1/30 s each), got {text!r}")
+    return value
 
 
 def add_live_parser(sub) -> argparse.ArgumentParser:
@@ -91,14 +110,25 @@ def add_live_parser(sub) -> argparse.ArgumentParser:
     m.add_argument("--intensity", type=float, default=None, help="0 = neutral style, 1 = as retrieved, up to 2")
     m.add_argument("--speaker-style", default=None, help="use this library speaker's style")
     m.add_argument("--style-top-k", type=int, default=None, help="soft style retrieval over the k nearest entries")
-    from .session import STREAMING_MODES
+    from .session import DEFAULT_CHUNK_MS, DEFAULT_LOOKAHEAD_FRAMES, MAX_LOOKAHEAD_FRAMES, STREAMING_MODES
 
     m.add_argument("--streaming-mode", choices=STREAMING_MODES, default=STREAMING_MODES[0],
-                   help="how the model streams (default %(default)s: re-run on the last --context-seconds)")
-    m.add_argument("--chunk-ms", type=float, default=100.0, help="audio block size in ms (default 100)")
-    m.add_argument("--context-seconds", type=int, default=2, help="audio context per model run (default 2)")
-    m.add_argument("--lookahead-seconds", type=float, default=0.3,
-                   help="audio after a frame the model waits for (default 0.3)")
+                   help="how the model streams. offline-window (default): the offline model re-run on the last "
+                        "--context-seconds, frames --lookahead-seconds old (full quality, ~0.4-0.5 s behind). "
+                        "lookahead: the model's bounded look-ahead mode, every layer sees at most "
+                        "--lookahead-frames ahead (~0.15-0.2 s behind; the embedded model is not fine-tuned for it "
+                        "and loses quality: lip-sync and emotion reading are weaker, see the README)")
+    m.add_argument("--chunk-ms", type=float, default=None,  # range checked by the source
+                   help="audio block size in ms, 5-1000 (default " + ", ".join(
+                       f"{v:g} in {k}" for k, v in DEFAULT_CHUNK_MS.items()) + ")")
+    m.add_argument("--context-seconds", type=int, default=None,
+                   help="offline-window: audio context per model run, whole seconds >= 2 (default 2)")
+    m.add_argument("--lookahead-seconds", type=float, default=None,
+                   help="offline-window: audio after a frame the model waits for (default 0.3)")
+    m.add_argument("--lookahead-frames", type=_lookahead_frames, default=None, metavar="L",
+                   help=f"lookahead: frames (1/30 s) of audio after a frame each layer may read, "
+                        f"0-{MAX_LOOKAHEAD_FRAMES} (default: the model's own if saved in the streaming mode, "
+                        f"else {DEFAULT_LOOKAHEAD_FRAMES}); frames leave in chunks of L + 1")
     m.add_argument("--no-pace", action="store_true", help="send each burst of frames at once instead of at 30 fps")
     m.add_argument("--seconds", type=_seconds, default=None, help="end the session after this many seconds")
     m.add_argument("-q", "--quiet", action="store_true", help="no status line")
@@ -112,7 +142,7 @@ def _message(text: str) -> None:
 def cmd_live(args: argparse.Namespace) -> int:
     from ..cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, _check_device, _load, _one_line
     from .outputs import LiveLinkOutput, VmcOutput, WebSocketOutput
-    from .session import EmotionMeter, LiveSession, make_animator, open_outputs
+    from .session import DEFAULT_CHUNK_MS, EmotionMeter, LiveSession, make_animator, open_outputs
     from .sources import FileSource, MicrophoneSource, SourceError, TcpPcmSource, list_input_devices
 
     def usage(text: str) -> int:
@@ -139,7 +169,14 @@ def cmd_live(args: argparse.Namespace) -> int:
             return usage(f"--record {path}: the file must end in .csv (Live Link Face CSV) or .json")
         if path.exists() and path.is_dir():
             return usage(f"--record {path} is a folder")
-    block = args.chunk_ms / 1000.0
+    # each mode's own timing options: one given to the other mode is a mistake, not something to ignore
+    offline = {"--context-seconds": args.context_seconds, "--lookahead-seconds": args.lookahead_seconds}
+    wrong = ([k for k, v in offline.items() if v is not None] if args.streaming_mode == "lookahead"
+             else ["--lookahead-frames"] if args.lookahead_frames is not None else [])
+    if wrong:
+        other = "offline-window" if args.streaming_mode == "lookahead" else "lookahead"
+        return usage(f"{', '.join(wrong)} is for --streaming-mode {other} (this session uses {args.streaming_mode})")
+    block = (args.chunk_ms if args.chunk_ms is not None else DEFAULT_CHUNK_MS[args.streaming_mode]) / 1000.0
     try:
         if args.file is not None:
             source = FileSource(args.file, block_seconds=block, speed=args.speed)
@@ -154,9 +191,11 @@ def cmd_live(args: argparse.Namespace) -> int:
         pipe = _load(args.model, args.device, args.int8, args.dtype)
         _, forward, _ = pipe._sanitize_parameters(emotion=args.emotion, intensity=args.intensity,
                                                   speaker_style=args.speaker_style, style_top_k=args.style_top_k)
+        timing = {"lookahead_frames": args.lookahead_frames, "context_seconds": args.context_seconds,
+                  "lookahead_seconds": args.lookahead_seconds}  # only the mode's own are set (checked above)
+        timing = {k: v for k, v in timing.items() if v is not None}  # the rest: make_animator's defaults
         animator = make_animator(model=pipe.model, voiceprint_backend=pipe.voiceprint_backend,
-                                 mode=args.streaming_mode, context_seconds=args.context_seconds,
-                                 lookahead_seconds=args.lookahead_seconds, forward=forward)
+                                 mode=args.streaming_mode, forward=forward, **timing)
     except SourceError as error:
         return usage(str(error))
     except (ValueError, TypeError, OSError) as error:
@@ -175,7 +214,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     session = LiveSession(animator=animator, source=source, outputs=opened, recordings=args.record, fps=cfg.fps,
                           emotion_meter=meter, emotions=tuple(cfg.emotions), pace=not args.no_pace, message=_message)
     if not args.quiet:
-        print(f"pestalk: live from {source.describe()} → "
+        print(f"pestalk: live ({args.streaming_mode} mode, {block * 1000:g} ms blocks) from {source.describe()} → "
               + ", ".join([o.describe() for o in opened] + [str(p) for p in args.record]) + " (Ctrl-C ends)",
               file=sys.stderr)
     status = None if args.quiet or not sys.stderr.isatty() else (

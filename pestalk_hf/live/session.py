@@ -39,25 +39,55 @@ from .outputs import Frame, Output, OutputError, OutputWorker, WebSocketOutput
 from .sources import AudioSource, SourceError
 
 #: Streaming modes of :func:`make_animator` (names as :func:`pestalk_hf.streaming.make_streaming_animator`'s).
-#: ``offline-window``: :class:`pestalk_hf.streaming.StreamingAnimator` (re-runs the offline model on the last
-#: ``context_seconds`` and emits frames ``lookahead_seconds`` old).
-STREAMING_MODES: tuple[str, ...] = ("offline-window",)
+#: ``offline-window`` (the default): :class:`pestalk_hf.streaming.StreamingAnimator` re-runs the offline model on
+#: the last ``context_seconds`` and emits frames ``lookahead_seconds`` old (latency ≈ block + 0.3 s + compute).
+#: ``lookahead``: :class:`pestalk_hf.streaming.LookaheadStreamingAnimator` runs the model in its bounded
+#: look-ahead mode (every layer sees at most ``lookahead_frames`` frames ahead; latency ≈ block +
+#: (L + 1) / 30 s + 12.5 ms + compute). The offline window stays the default: the embedded model has not been
+#: fine-tuned with the streaming masks (``configs/default_stream.yaml`` is not run yet) and loses quality there.
+STREAMING_MODES: tuple[str, ...] = ("offline-window", "lookahead")
+#: Audio block per mode (ms) when none is given: the look-ahead mode emits a chunk of L + 1 frames as soon
+#: as its audio is in, so small blocks cut the wait; the offline window re-runs 2 s per push, so it takes 100 ms.
+DEFAULT_CHUNK_MS: dict[str, float] = {"offline-window": 100.0, "lookahead": 20.0}
+#: Look-ahead (frames at 30 fps) of the ``lookahead`` mode when the model was not saved in the streaming mode.
+DEFAULT_LOOKAHEAD_FRAMES = 2
+#: Largest look-ahead accepted (1 s): beyond it the offline window is the better choice.
+MAX_LOOKAHEAD_FRAMES = 30
 
 
 def make_animator(*, model: Any, voiceprint_backend: Any, mode: str = "offline-window", context_seconds: int = 2,
-                  lookahead_seconds: float = 0.3, forward: dict[str, Any] | None = None) -> Any:
+                  lookahead_seconds: float = 0.3, lookahead_frames: int | None = None,
+                  left_context_frames: int | None = 30, forward: dict[str, Any] | None = None) -> Any:
     """The streaming animator of ``mode``: an object with ``push((n,) float32 16 kHz) -> (k, 52)`` and
-    ``flush() -> (k, 52)`` (see :class:`pestalk_hf.streaming.StreamingAnimator`).
+    ``flush() -> (k, 52)`` (see :class:`pestalk_hf.streaming.StreamingAnimator` and
+    :class:`pestalk_hf.streaming.LookaheadStreamingAnimator`).
 
-    ``forward`` holds the model's inference overrides (``force_emotion``, ``force_speaker``, ``intensity``,
-    ``style_top_k``) as :meth:`AudioToBlendshapePipeline._sanitize_parameters` returns them.
+    ``context_seconds`` / ``lookahead_seconds`` are the ``offline-window`` mode's; ``lookahead_frames`` /
+    ``left_context_frames`` the ``lookahead`` mode's (``lookahead_frames=None``: the model's own when it was
+    saved in the streaming mode, else :data:`DEFAULT_LOOKAHEAD_FRAMES`; the original model is never changed,
+    a copy is put in the mode). ``forward`` holds the model's inference overrides (``force_emotion``,
+    ``force_speaker``, ``intensity``, ``style_top_k``) as :meth:`AudioToBlendshapePipeline._sanitize_parameters`
+    returns them.
     """
     if mode not in STREAMING_MODES:
         raise ValueError(f"unknown streaming mode {mode!r}; choose one of {', '.join(STREAMING_MODES)}")
     from ..streaming import make_streaming_animator
 
-    return make_streaming_animator(model, voiceprint_backend, mode=mode, context_seconds=context_seconds,
-                                   lookahead_seconds=lookahead_seconds, **(forward or {}))
+    if mode == "offline-window":
+        if lookahead_frames is not None:
+            raise ValueError("lookahead_frames is for the 'lookahead' streaming mode; "
+                             "the offline window takes lookahead_seconds")
+        return make_streaming_animator(model, voiceprint_backend, mode=mode, context_seconds=context_seconds,
+                                       lookahead_seconds=lookahead_seconds, **(forward or {}))
+    if lookahead_frames is None and not model.config.is_streaming:
+        lookahead_frames = DEFAULT_LOOKAHEAD_FRAMES
+    if lookahead_frames is not None and (isinstance(lookahead_frames, bool) or not isinstance(lookahead_frames, int)
+                                         or not 0 <= lookahead_frames <= MAX_LOOKAHEAD_FRAMES):
+        raise ValueError(f"lookahead_frames must be a whole number of frames in 0–{MAX_LOOKAHEAD_FRAMES}, "
+                         f"got {lookahead_frames!r}")
+    # a bounded left context makes the sliding window exact (no context_seconds cap needed)
+    return make_streaming_animator(model, voiceprint_backend, mode=mode, lookahead_frames=lookahead_frames,
+                                   left_context_frames=left_context_frames, **(forward or {}))
 
 
 class EmotionMeter:
