@@ -114,7 +114,15 @@ class PESTalkConfig(PretrainedConfig):
         content_encoder_type: ``"wav2vec2"`` (the paper: a pretrained speech encoder) or ``"mel"``: a
             log-mel → 1-D conv → KAN-Conformer content stream for models trained from scratch, where a
             wav2vec2 conv front end would start (and, frozen, stay) random on raw waveforms.
+            ``"whisper"``: a pretrained Whisper encoder (``whisper_encoder.py``; weights from
+            ``pestalk_hf.pretrained_encoders``, loaded by ``TrainingConfig.pretrained_content_encoder``).
         content_hidden_size / content_num_blocks / content_num_heads: size of the ``"mel"`` content stream.
+        whisper_d_model / whisper_num_heads / whisper_ffn_dim / whisper_num_mel_bins / whisper_max_positions:
+            shape of the Whisper encoder (defaults: Whisper base, 512 / 8 / 2048 / 80 / 1500).
+        whisper_num_layers: how many of its first blocks are used (3 of base's 6 by default).
+        whisper_freeze: keep the Whisper encoder frozen (its final LayerNorm and the projection train).
+        whisper_log_floor: quiet-input guard, the log10-mel floor is ``max(clip max − 8, this)`` (−7: silence
+            and hiss read as Whisper's pause level instead of values it never saw); None = Whisper's ``clip max − 8``.
         content_kan: KAN feed-forward modules in the ``"mel"`` content stream too (default: the Conformer's MLPs).
         use_temporal_stream: the wav2vec2 temporal stream Φ_E^t of the emotion extractor; ``False`` leaves the
             frequency stream alone (with ``content_encoder_type="mel"`` the model has no wav2vec2 at all).
@@ -214,6 +222,14 @@ class PESTalkConfig(PretrainedConfig):
         content_num_blocks: int = 2,
         content_num_heads: int = 4,
         content_kan: bool = False,
+        whisper_d_model: int = 512,
+        whisper_num_layers: int = 3,
+        whisper_num_heads: int = 8,
+        whisper_ffn_dim: int = 2048,
+        whisper_num_mel_bins: int = 80,
+        whisper_max_positions: int = 1500,
+        whisper_freeze: bool = True,
+        whisper_log_floor: float | None = -7.0,
         use_temporal_stream: bool = True,
         mel_normalization: str = "none",
         mel_level_feature: bool = False,
@@ -280,6 +296,14 @@ class PESTalkConfig(PretrainedConfig):
         self.content_num_blocks = content_num_blocks
         self.content_num_heads = content_num_heads
         self.content_kan = content_kan
+        self.whisper_d_model = whisper_d_model
+        self.whisper_num_layers = whisper_num_layers
+        self.whisper_num_heads = whisper_num_heads
+        self.whisper_ffn_dim = whisper_ffn_dim
+        self.whisper_num_mel_bins = whisper_num_mel_bins
+        self.whisper_max_positions = whisper_max_positions
+        self.whisper_freeze = whisper_freeze
+        self.whisper_log_floor = None if whisper_log_floor is None else float(whisper_log_floor)
         self.use_temporal_stream = use_temporal_stream
         self.mel_normalization = mel_normalization
         self.mel_level_feature = mel_level_feature
@@ -352,6 +376,8 @@ class PESTalkConfig(PretrainedConfig):
             "voiceprint_dim", "style_dim", "style_retrieval_top_k", "decoder_hidden_size",
             "decoder_num_heads", "decoder_num_layers", "decoder_ffn_dim", "period",
             "content_hidden_size", "content_num_blocks", "content_num_heads",
+            "whisper_d_model", "whisper_num_layers", "whisper_num_heads", "whisper_ffn_dim", "whisper_num_mel_bins",
+            "whisper_max_positions",
         )
         for field in positive_ints:
             value = getattr(self, field)
@@ -368,8 +394,12 @@ class PESTalkConfig(PretrainedConfig):
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"PESTalkConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        if self.content_encoder_type not in ("wav2vec2", "mel"):
-            raise ValueError(f"PESTalkConfig.content_encoder_type must be 'wav2vec2' or 'mel', got {self.content_encoder_type!r}")
+        if self.content_encoder_type not in ("wav2vec2", "mel", "whisper"):
+            raise ValueError("PESTalkConfig.content_encoder_type must be 'wav2vec2', 'mel' or 'whisper', "
+                             f"got {self.content_encoder_type!r}")
+        floor = self.whisper_log_floor
+        if floor is not None and not math.isfinite(floor):
+            raise ValueError(f"PESTalkConfig.whisper_log_floor must be a finite number or null, got {floor!r}")
         if self.mel_normalization not in ("none", "utterance"):
             raise ValueError(f"PESTalkConfig.mel_normalization must be 'none' or 'utterance', got {self.mel_normalization!r}")
         if not (self.use_temporal_stream or self.use_frequency_stream):
@@ -382,7 +412,8 @@ class PESTalkConfig(PretrainedConfig):
         if full is not None and not (isinstance(full, (int, float)) and 1.0 / max(len(self.emotions), 1) < full <= 1.0):
             raise ValueError(f"PESTalkConfig.style_confidence_full must be in (1/num_emotions, 1] or null, got {full!r}")
         for field, heads in (("freq_hidden_size", self.freq_num_heads), ("decoder_hidden_size", self.decoder_num_heads),
-                             ("content_hidden_size", self.content_num_heads)):
+                             ("content_hidden_size", self.content_num_heads),
+                             ("whisper_d_model", self.whisper_num_heads)):
             if getattr(self, field) % heads:
                 raise ValueError(
                     f"PESTalkConfig.{field}={getattr(self, field)} must be divisible by its number of heads ({heads})"

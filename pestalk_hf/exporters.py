@@ -239,10 +239,39 @@ def read_livelink_csv(path: str | Path) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 
 
+JSON_DECIMALS = 6
+"""Decimals of the float arrays written by :func:`write_json` (1e-6: far below what a rig can show)."""
+_JSON_BLOCK_ROWS = 4096
+
+
 def write_json(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` (already JSON-safe) atomically."""
+    """Write ``payload`` atomically. Values are JSON-safe, and top-level values may also be 2-D numpy
+    float arrays (a track's weights): those are rounded to :data:`JSON_DECIMALS` in float64 and written
+    block by block, the same text ``json.dump`` gives for their rounded ``.tolist()``, so a 2 h track never
+    exists as 11 M Python floats (530 MB; issue 11). NaN/Inf raise ``ValueError`` as ``allow_nan=False`` does."""
+    import secrets
+
+    arrays = {key: value for key, value in payload.items() if isinstance(value, np.ndarray)}
+    marks = {key: f"\0{secrets.token_hex(8)}\0" for key in arrays}  # placeholders no real value can hold
+    text = json.dumps({k: marks.get(k, v) for k, v in payload.items()}, separators=(",", ":"), allow_nan=False)
     with atomic_write(path, "w") as fh:
-        json.dump(payload, fh, separators=(",", ":"), allow_nan=False)
+        for key, array in arrays.items():
+            head, text = text.split(json.dumps(marks[key]), 1)
+            fh.write(head)
+            _write_json_rows(fh, array, key)
+        fh.write(text)
+
+
+def _write_json_rows(fh: Any, array: np.ndarray, key: str) -> None:
+    if array.ndim != 2 or array.dtype.kind != "f":
+        raise ValueError(f"write_json: {key!r} must be a 2-D float array, got {array.dtype} {array.shape}")
+    fh.write("[")
+    for start in range(0, len(array), _JSON_BLOCK_ROWS):
+        block = np.round(array[start : start + _JSON_BLOCK_ROWS].astype(np.float64), JSON_DECIMALS)
+        if not np.isfinite(block).all():
+            raise ValueError(f"write_json: {key!r} holds NaN or infinite values (not JSON compliant)")
+        fh.write(("," if start else "") + json.dumps(block.tolist(), separators=(",", ":"))[1:-1])
+    fh.write("]")
 
 
 def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:

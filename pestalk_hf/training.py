@@ -114,6 +114,9 @@ class TrainingConfig:
     # Lip-gap loss (trainer-side, on top of the model's Eq. 12): see :func:`lip_aperture_loss`.
     loss_weight_aperture: float = 0.0
     aperture_closed_weight: float = 4.0
+    # Encoder-only safetensors (a file or the folder `python -m pestalk_hf.pretrained_encoders fetch` wrote)
+    # loaded into a fresh model's Whisper content encoder (`model: {content_encoder_type: whisper}`).
+    pretrained_content_encoder: str | None = None
 
     def validate(self) -> None:
         """Raise ValueError naming the bad field."""
@@ -148,6 +151,9 @@ class TrainingConfig:
             raise ValueError("TrainingConfig.lora must be a mapping (r, alpha, dropout, target_modules) or null")
         if not isinstance(self.model, dict):
             raise ValueError("TrainingConfig.model must be a mapping of PESTalkConfig overrides")
+        if self.pretrained_content_encoder is not None and self.base_model is not None:
+            raise ValueError("TrainingConfig.pretrained_content_encoder initialises a fresh model; with base_model "
+                             "the encoder weights come from the base model")
 
     @property
     def pairs_enabled(self) -> bool:
@@ -214,7 +220,23 @@ def build_model(cfg: TrainingConfig) -> PESTalkModel:
             emotion = model.emotion_extractor.temporal.wav2vec2.feature_extractor
             if [p.shape for p in content.parameters()] == [p.shape for p in emotion.parameters()]:
                 emotion.load_state_dict(content.state_dict())
+        if cfg.pretrained_content_encoder is not None:
+            load_pretrained_content_encoder(model, cfg.pretrained_content_encoder)
     return model
+
+
+def load_pretrained_content_encoder(model: PESTalkModel, path: str | Path) -> list[str]:
+    """Load an encoder-only safetensors into the model's Whisper content encoder (strict names and shapes,
+    see ``WhisperContentEncoder.load_pretrained_encoder``); returns the names left unused (deeper layers)."""
+    from .pretrained_encoders import load_encoder_state
+
+    if model.config.content_encoder_type != "whisper":
+        raise ValueError("pretrained_content_encoder needs model.content_encoder_type='whisper', got "
+                         f"{model.config.content_encoder_type!r}")
+    ignored = model.content_encoder.load_pretrained_encoder(load_encoder_state(path), source=str(path))
+    if ignored:
+        logger.info("pretrained_content_encoder: %d source tensors unused (%s …)", len(ignored), ignored[0])
+    return ignored
 
 
 def lip_aperture_loss(pred: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
@@ -250,7 +272,7 @@ def apply_lora(model: PESTalkModel, lora: dict[str, Any]) -> None:
     opts.update({("lora_alpha" if k == "alpha" else "lora_dropout" if k == "dropout" else k): v for k, v in lora.items()})
     streams = _wav2vec2_streams(model)
     if not streams:
-        raise ValueError("lora: this model has no wav2vec2 encoder to adapt (content_encoder_type='mel' "
+        raise ValueError("lora: this model has no wav2vec2 encoder to adapt (content_encoder_type is not 'wav2vec2' "
                          "and use_temporal_stream=false)")
     for stream in streams:
         stream.wav2vec2 = get_peft_model(stream.wav2vec2, LoraConfig(**opts))
@@ -288,19 +310,23 @@ def voiceprint_embed_fn(backend: Any):
     return backend, (lambda wav, sr: backend.embed(wav))
 
 
-def prepare_data_stats(cfg: TrainingConfig, cache: VoiceprintCache, path: Path | None) -> dict[str, Any]:
+def prepare_data_stats(cfg: TrainingConfig, cache: VoiceprintCache, path: Path | None,
+                       progress: bool = False) -> dict[str, Any]:
     """One pass over the training split: fill the voiceprint cache, list speakers, mean pose, size.
 
-    Returned (and saved to ``path``) so a resumed run does not repeat the pass.
+    Returned (and saved to ``path``) so a resumed run does not repeat the pass. ``progress``: a tqdm bar
+    (the voiceprint pass takes minutes on thousands of clips).
     """
     if path is not None and path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
+    from tqdm.auto import tqdm
     speakers: set[str] = set()
     emotion_counts: dict[int, int] = {}
     pose_sum = np.zeros(52, np.float64)
     frames = clips = 0
     seconds = 0.0
-    for ex in load_clips(cfg.dataset, split=cfg.train_split, streaming=True):
+    clips_iter = load_clips(cfg.dataset, split=cfg.train_split, streaming=True)
+    for ex in tqdm(clips_iter, desc="voiceprints + data statistics", unit="clip", disable=not progress):
         cache(ex)
         speakers.add(str(ex["speaker"]))
         emotion_counts[int(ex["emotion"])] = emotion_counts.get(int(ex["emotion"]), 0) + 1
@@ -480,7 +506,7 @@ def train(cfg: TrainingConfig, resume: bool | str | Path = False, progress: bool
     cache = VoiceprintCache(embed, out / f"voiceprints-{_safe_name(cfg.voiceprint_backend)}.safetensors")
     stats_path = out / DATA_STATS
     if main:
-        stats = prepare_data_stats(cfg, cache, stats_path)
+        stats = prepare_data_stats(cfg, cache, stats_path, progress=progress)
         cache.save()
     accelerator.wait_for_everyone()
     if not main:

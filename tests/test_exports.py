@@ -155,6 +155,26 @@ def test_csv_reader_accepts_other_column_orders_and_rejects_junk(tmp_path):
         BlendshapeAnimation.from_livelink_csv(tmp_path / "junk.csv")
 
 
+@pytest.mark.parametrize("frames", [0, 1, 4096, 9000])
+def test_json_weights_written_block_by_block_are_the_same_text(tmp_path, frames):
+    """Issue 11: the weights go out block by block (never 11 M Python floats for 2 h); the file must be
+    exactly what one json.dump of the rounded list wrote before, blocks edges (4096 rows) included."""
+    from pestalk_hf import exporters
+
+    weights = np.random.default_rng(frames).random((frames, 52), dtype=np.float32)
+    anim = BlendshapeAnimation(weights=weights, fps=30, emotion_probabilities={"happy": 1.0},
+                               style={"speaker": "spk", "emotion": "happy", "similarity": 0.5})
+    anim.to_json(tmp_path / "a.json")
+    payload = {**anim._json_payload(), "weights": np.round(weights.astype(np.float64), 6).tolist()}
+    assert (tmp_path / "a.json").read_text() == json.dumps(payload, separators=(",", ":"), allow_nan=False)
+    bad = weights.copy()
+    if frames:
+        bad[-1, 3] = np.nan
+        with pytest.raises(ValueError, match="NaN"):
+            exporters.write_json(tmp_path / "b.json", {"weights": bad})
+        assert not (tmp_path / "b.json").exists()
+
+
 def test_json_and_npz_round_trip(tmp_path):
     audio = np.sin(np.linspace(0, 100, 24000)).astype(np.float32)
     anim = _anim(emotion_probabilities={"happy": 0.75, "neutral": 0.25},
