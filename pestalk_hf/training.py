@@ -117,6 +117,11 @@ class TrainingConfig:
     # Encoder-only safetensors (a file or the folder `python -m pestalk_hf.pretrained_encoders fetch` wrote)
     # loaded into a fresh model's Whisper content encoder (`model: {content_encoder_type: whisper}`).
     pretrained_content_encoder: str | None = None
+    # Train only the parameters whose names start with one of these prefixes (e.g. ["emotion_extractor.classifier"]
+    # to re-fit the emotion head of a base_model on other data); None = all trainable parameters.
+    trainable_parameters: list[str] | None = None
+    # Leave out training clips whose `source` column is one of these (e.g. ["emostyle_synth"] in a real mix).
+    exclude_sources: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         """Raise ValueError naming the bad field."""
@@ -151,6 +156,13 @@ class TrainingConfig:
             raise ValueError("TrainingConfig.lora must be a mapping (r, alpha, dropout, target_modules) or null")
         if not isinstance(self.model, dict):
             raise ValueError("TrainingConfig.model must be a mapping of PESTalkConfig overrides")
+        if self.trainable_parameters is not None and (
+                not isinstance(self.trainable_parameters, list) or not self.trainable_parameters
+                or not all(isinstance(x, str) and x for x in self.trainable_parameters)):
+            raise ValueError("TrainingConfig.trainable_parameters must be a non-empty list of parameter-name "
+                             f"prefixes or null, got {self.trainable_parameters!r}")
+        if not isinstance(self.exclude_sources, list) or not all(isinstance(x, str) for x in self.exclude_sources):
+            raise ValueError(f"TrainingConfig.exclude_sources must be a list of source names, got {self.exclude_sources!r}")
         if self.pretrained_content_encoder is not None and self.base_model is not None:
             raise ValueError("TrainingConfig.pretrained_content_encoder initialises a fresh model; with base_model "
                              "the encoder weights come from the base model")
@@ -310,6 +322,35 @@ def voiceprint_embed_fn(backend: Any):
     return backend, (lambda wav, sr: backend.embed(wav))
 
 
+def training_clips(cfg: TrainingConfig) -> Any:
+    """The streamed training split, without the clips of ``cfg.exclude_sources``."""
+    clips = load_clips(cfg.dataset, split=cfg.train_split, streaming=True)
+    if not cfg.exclude_sources:
+        return clips
+    excluded = set(cfg.exclude_sources)
+    if clips.features is not None and "source" not in clips.features:
+        raise ValueError(f"exclude_sources={sorted(excluded)} but {cfg.dataset} has no 'source' column")
+    return clips.filter(lambda ex: ex.get("source") not in excluded)
+
+
+def select_trainable_parameters(model: torch.nn.Module, prefixes: list[str] | None) -> list[str]:
+    """Freeze every parameter whose name starts with none of ``prefixes`` (None: leave all as they are).
+    Returns the names left trainable; a prefix that matches no trainable parameter is an error (a typo would
+    otherwise train nothing, or everything)."""
+    if prefixes is None:
+        return [n for n, p in model.named_parameters() if p.requires_grad]
+    unmatched = [x for x in prefixes if not any(n.startswith(x) for n, p in model.named_parameters() if p.requires_grad)]
+    if unmatched:
+        raise ValueError(f"trainable_parameters: no trainable parameter starts with {unmatched}")
+    kept = []
+    for name, param in model.named_parameters():
+        if param.requires_grad and not any(name.startswith(x) for x in prefixes):
+            param.requires_grad_(False)
+        elif param.requires_grad:
+            kept.append(name)
+    return kept
+
+
 def prepare_data_stats(cfg: TrainingConfig, cache: VoiceprintCache, path: Path | None,
                        progress: bool = False) -> dict[str, Any]:
     """One pass over the training split: fill the voiceprint cache, list speakers, mean pose, size.
@@ -325,7 +366,7 @@ def prepare_data_stats(cfg: TrainingConfig, cache: VoiceprintCache, path: Path |
     pose_sum = np.zeros(52, np.float64)
     frames = clips = 0
     seconds = 0.0
-    clips_iter = load_clips(cfg.dataset, split=cfg.train_split, streaming=True)
+    clips_iter = training_clips(cfg)
     for ex in tqdm(clips_iter, desc="voiceprints + data statistics", unit="clip", disable=not progress):
         cache(ex)
         speakers.add(str(ex["speaker"]))
@@ -414,7 +455,7 @@ class BatchStream:
                 self.partner_of[str(p["emotional_id"])] = str(p["neutral_id"])
 
     def _examples(self, epoch: int) -> Iterator[dict[str, Any]]:
-        clips = load_clips(self.cfg.dataset, split=self.cfg.train_split, streaming=True)
+        clips = training_clips(self.cfg)
         if self.cfg.shuffle_buffer > 1:
             clips = clips.shuffle(seed=self.cfg.seed, buffer_size=self.cfg.shuffle_buffer)
             clips.set_epoch(epoch)
@@ -528,6 +569,9 @@ def train(cfg: TrainingConfig, resume: bool | str | Path = False, progress: bool
         model.config.streaming_mel_prior = estimate_mel_prior(model, cfg.dataset, cfg.train_split)
     if cfg.lora:
         apply_lora(model, cfg.lora)
+    trainable = select_trainable_parameters(model, cfg.trainable_parameters)
+    if main and cfg.trainable_parameters is not None:
+        logger.info("training %d parameter tensors (%s)", len(trainable), ", ".join(cfg.trainable_parameters))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas),
                                   weight_decay=cfg.weight_decay)
@@ -712,7 +756,7 @@ def rebuild_style_library(model: PESTalkModel, cfg: TrainingConfig, cache: Voice
         model.update_style_library(ids, batch["emotion_labels"].to(device), pooled, batch["voiceprint"].to(device))
         buffer.clear()
 
-    for ex in load_clips(cfg.dataset, split=cfg.train_split, streaming=True):
+    for ex in training_clips(cfg):
         buffer.append(cache(ex))
         if len(buffer) == cfg.batch_size:
             flush()

@@ -307,3 +307,61 @@ def test_two_process_accelerate_launch_equals_gradient_accumulation(tiny_synth: 
     assert moved > 0  # the zero-initialised output layers were trained
     worst = max(float(np.abs(ddp[k].astype(np.float64) - acc[k]).max()) for k in acc)
     assert worst < 1e-5, f"max |Δweight| = {worst}"
+
+
+def _with_two_sources(dataset: Path, out: Path) -> Path:
+    """A copy of ``dataset`` whose training clips of the first speaker carry the source "other"."""
+    import shutil
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    shutil.copytree(dataset, out)
+    for shard in sorted((out / "data").glob("train-*.parquet")):
+        table = pq.read_table(shard)
+        first = sorted(set(table.column("speaker").to_pylist()))[0]
+        source = pc.if_else(pc.equal(table.column("speaker"), first), "other", table.column("source"))
+        pq.write_table(table.set_column(table.schema.get_field_index("source"), "source", source), shard)
+    return out
+
+
+def test_fine_tune_only_the_classifier_without_excluded_sources(tiny_synth: Path, tmp_path: Path):
+    from pestalk_hf.training import training_clips
+
+    mixed = _with_two_sources(tiny_synth, tmp_path / "mixed")
+    base = train(TrainingConfig(**tiny_training_config(mixed, tmp_path / "base", use_pairs=False, max_steps=20)),
+                 progress=False)
+    cfg = TrainingConfig(**tiny_training_config(
+        mixed, tmp_path / "head", use_pairs=False, max_steps=20, base_model=str(base), model={},
+        trainable_parameters=["emotion_extractor.classifier"], exclude_sources=["other"]))
+    kept = list(training_clips(cfg))
+    everything = list(training_clips(TrainingConfig(**tiny_training_config(mixed, tmp_path / "x"))))
+    assert kept and len(kept) < len(everything) and all(ex["source"] != "other" for ex in kept)
+    final = train(cfg, progress=False)
+
+    from pestalk_hf import PESTalkModel
+
+    before, after = PESTalkModel.from_pretrained(base), PESTalkModel.from_pretrained(final)
+    changed = {n for (n, p), (_, q) in zip(before.named_parameters(), after.named_parameters()) if not torch.equal(p, q)}
+    assert changed == {"emotion_extractor.classifier.weight", "emotion_extractor.classifier.bias"}
+    # the rebuilt library knows only the speakers of the clips that were kept
+    stats = json.loads((tmp_path / "head" / "data_stats.json").read_text())
+    assert stats["num_clips"] == len(kept) and len(stats["speakers"]) == len({ex["speaker"] for ex in kept})
+
+
+def test_trainable_parameters_and_exclude_sources_are_checked(tmp_path: Path):
+    from pestalk_hf import PESTalkConfig, PESTalkModel
+    from pestalk_hf.training import select_trainable_parameters
+
+    model = PESTalkModel(PESTalkConfig(**tiny_config_kwargs()))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    with pytest.raises(ValueError, match="no trainable parameter starts with"):
+        select_trainable_parameters(model, ["emotion_extractor.clasifier"])
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == trainable  # a bad prefix freezes nothing
+    assert select_trainable_parameters(model, ["emotion_extractor.classifier"]) == [
+        "emotion_extractor.classifier.weight", "emotion_extractor.classifier.bias"]
+    for bad in ([], [""], "emotion_extractor", [3]):
+        with pytest.raises(ValueError, match="trainable_parameters"):
+            TrainingConfig(dataset="d", output_dir="o", trainable_parameters=bad).validate()
+    with pytest.raises(ValueError, match="exclude_sources"):
+        TrainingConfig(dataset="d", output_dir="o", exclude_sources="emostyle_synth").validate()
