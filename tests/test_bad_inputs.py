@@ -514,9 +514,9 @@ def _video_without_audio(path: Path) -> Path:
 
 
 def _glb_file(path: Path) -> Path:
-    from .test_security import _rig_document
+    from .hostile_payloads import rig_document
 
-    path.write_bytes(_rig_document().to_glb_bytes())
+    path.write_bytes(rig_document().to_glb_bytes())
     return path
 
 
@@ -564,15 +564,15 @@ def _plain_glb(path: Path) -> Path:
 
 
 def _hostile_glb(folder: Path, **kwargs: Any) -> Path:
-    from .test_security import _glb_with
+    from .hostile_payloads import glb_with
 
-    return _glb_with(folder, "hostile.glb", **kwargs)
+    return glb_with(folder, "hostile.glb", **kwargs)
 
 
 def _many_vertices_glb(folder: Path) -> Path:
-    from .test_security import _declaring_glb
+    from .hostile_payloads import declaring_glb
 
-    return _declaring_glb(folder, "huge.glb", 2_000_000, with_view=True)
+    return declaring_glb(folder, "huge.glb", 2_000_000, with_view=True)
 
 
 @pytest.fixture(scope="module")

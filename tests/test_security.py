@@ -6,52 +6,18 @@ from __future__ import annotations
 import base64
 import json
 import os
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pestalk_hf.avatar import MAX_AVATAR_VERTICES, load_avatar
-from pestalk_hf.avatar.gltf_io import GltfDocument, read_gltf
+from pestalk_hf.avatar.gltf_io import read_gltf
+
+from .hostile_payloads import (PAYLOAD_CHANNELS, PAYLOAD_RATE, PAYLOAD_SECONDS, declaring_glb, glb_with, raw_glb,
+                              rig_document, set_flac_total_samples, write_flac_bomb)
 
 SECRET = b"PESTALK-SECRET-TOKEN-1234"
-
-
-def _rig_document() -> GltfDocument:
-    """A one-triangle rig with a jawOpen target (what a user's avatar minimally is)."""
-    doc = GltfDocument({"asset": {"version": "2.0"}}, b"")
-    pos = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
-    prim = {"attributes": {"POSITION": doc.add_accessor(pos, "VEC3")}, "mode": 4,
-            "targets": [{"POSITION": doc.add_accessor(pos * 0.1, "VEC3")}]}
-    doc.gltf.update({"scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
-                     "meshes": [{"primitives": [prim], "extras": {"targetNames": ["jawOpen"]}}]})
-    return doc
-
-
-def _glb(gltf: dict, binary: bytes) -> bytes:
-    """Serialise a GLB exactly as given (buffers and uris untouched, unlike to_glb_bytes)."""
-    js = json.dumps(gltf).encode()
-    js += b" " * (-len(js) % 4)
-    binary += b"\0" * (-len(binary) % 4)
-    total = 12 + 8 + len(js) + (8 + len(binary) if binary else 0)
-    out = struct.pack("<4sII", b"glTF", 2, total) + struct.pack("<II", len(js), 0x4E4F534A) + js
-    if binary:
-        out += struct.pack("<II", len(binary), 0x004E4942) + binary
-    return out
-
-
-def _glb_with(tmp_path: Path, name: str, *, image_uri: str | None = None, extra_buffer_uri: str | None = None) -> Path:
-    doc = _rig_document()
-    gltf = dict(doc.gltf)
-    gltf["buffers"] = [{"byteLength": len(doc.binary)}]
-    if image_uri is not None:
-        gltf["images"] = [{"uri": image_uri}]
-    if extra_buffer_uri is not None:
-        gltf["buffers"].append({"uri": extra_buffer_uri, "byteLength": 4})
-    path = tmp_path / name
-    path.write_bytes(_glb(gltf, bytes(doc.binary)))
-    return path
 
 
 @pytest.fixture
@@ -72,7 +38,7 @@ def test_uri_pointing_at_proc_environ_or_absolute_path_is_refused(tmp_path, secr
                              "../server/secret.txt", "../../" * 12 + str(secret_file).lstrip("/"),
                              "%2e%2e/server/secret.txt"]):
         kwargs = {"image_uri": uri} if field == "image" else {"extra_buffer_uri": uri}
-        path = _glb_with(upload, f"evil{i}.glb", **kwargs)
+        path = glb_with(upload, f"evil{i}.glb", **kwargs)
         with pytest.raises(ValueError, match="external file|outside the avatar's folder|not a regular file"):
             load_avatar(path, external_files=external_files)
 
@@ -80,11 +46,11 @@ def test_uri_pointing_at_proc_environ_or_absolute_path_is_refused(tmp_path, secr
 def test_dev_zero_uri_is_refused_without_reading(tmp_path):
     # even opted in and inside the folder: a symlink to a device must not be read (it never ends)
     (tmp_path / "zero.bin").symlink_to("/dev/zero")
-    path = _glb_with(tmp_path, "zero.glb", image_uri="zero.bin")
+    path = glb_with(tmp_path, "zero.glb", image_uri="zero.bin")
     with pytest.raises(ValueError, match="outside the avatar's folder|not a regular file"):
         load_avatar(path, external_files=True)
     with pytest.raises(ValueError, match="external file"):
-        load_avatar(_glb_with(tmp_path, "zero2.glb", image_uri="/dev/zero"))
+        load_avatar(glb_with(tmp_path, "zero2.glb", image_uri="/dev/zero"))
 
 
 def test_symlink_out_of_the_folder_is_refused(tmp_path, secret_file):
@@ -92,18 +58,18 @@ def test_symlink_out_of_the_folder_is_refused(tmp_path, secret_file):
     upload.mkdir()
     (upload / "tex.png").symlink_to(secret_file)
     with pytest.raises(ValueError, match="outside the avatar's folder"):
-        load_avatar(_glb_with(upload, "link.glb", image_uri="tex.png"), external_files=True)
+        load_avatar(glb_with(upload, "link.glb", image_uri="tex.png"), external_files=True)
 
 
 def test_no_leak_into_the_exported_glb(tmp_path, secret_file):
     """The Space's path: load the upload, export the animation GLB; the secret must not be inside."""
     from pestalk_hf.animation import BlendshapeAnimation
 
-    path = _glb_with(tmp_path, "env.glb", image_uri="/proc/self/environ")
+    path = glb_with(tmp_path, "env.glb", image_uri="/proc/self/environ")
     with pytest.raises(ValueError):
         load_avatar(path)
     # the same avatar without the hostile image exports fine, and nothing of the server is in it
-    clean = _glb_with(tmp_path, "clean.glb")
+    clean = glb_with(tmp_path, "clean.glb")
     anim = BlendshapeAnimation(weights=np.zeros((3, 52), np.float32))
     out = anim.save(tmp_path / "out", "x", formats=("glb",), avatar=load_avatar(clean))
     data = Path(out["glb"]).read_bytes()
@@ -112,7 +78,7 @@ def test_no_leak_into_the_exported_glb(tmp_path, secret_file):
 
 def test_relative_files_inside_the_folder_are_read_only_when_opted_in(tmp_path):
     """A .gltf with its .bin beside it (the CLI's case) still works; a server refuses it."""
-    doc = _rig_document()
+    doc = rig_document()
     (tmp_path / "rig.bin").write_bytes(bytes(doc.binary))
     gltf = dict(doc.gltf, buffers=[{"uri": "rig.bin", "byteLength": len(doc.binary)}])
     (tmp_path / "rig.gltf").write_text(json.dumps(gltf))
@@ -128,29 +94,12 @@ def test_relative_files_inside_the_folder_are_read_only_when_opted_in(tmp_path):
     assert load_avatar(tmp_path / "inline.gltf").names_present == ("jawOpen",)
 
 
-def _declaring_glb(tmp_path: Path, name: str, count: int, with_view: bool) -> Path:
-    """~300 bytes that declare ``count`` vertices (the old loader allocated 52 × count × 3 float64)."""
-    gltf = {"asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
-            "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "targets": [{"POSITION": 0}]}],
-                        "extras": {"targetNames": ["jawOpen"]}}],
-            "accessors": [{"componentType": 5126, "count": count, "type": "VEC3"}]}
-    binary = b""
-    if with_view:
-        gltf["accessors"][0]["bufferView"] = 0
-        gltf["bufferViews"] = [{"buffer": 0, "byteOffset": 0, "byteLength": 36}]
-        gltf["buffers"] = [{"byteLength": 36}]
-        binary = bytes(36)
-    path = tmp_path / name
-    path.write_bytes(_glb(gltf, binary))
-    return path
-
-
 def test_small_glb_declaring_millions_of_vertices_is_refused_before_allocating(tmp_path):
     import tracemalloc
 
     tracemalloc.start()
     for i, with_view in enumerate((False, True)):
-        path = _declaring_glb(tmp_path, f"big{i}.glb", 2_000_000, with_view)
+        path = declaring_glb(tmp_path, f"big{i}.glb", 2_000_000, with_view)
         assert path.stat().st_size < 1000
         with pytest.raises(ValueError, match="vertices, over the cap"):
             load_avatar(path)
@@ -160,7 +109,7 @@ def test_small_glb_declaring_millions_of_vertices_is_refused_before_allocating(t
 
 
 def test_accessor_reaching_past_its_buffer_is_refused(tmp_path):
-    path = _declaring_glb(tmp_path, "short.glb", min(1000, MAX_AVATAR_VERTICES), True)  # 1000 × 12 B > 36 B
+    path = declaring_glb(tmp_path, "short.glb", min(1000, MAX_AVATAR_VERTICES), True)  # 1000 × 12 B > 36 B
     with pytest.raises(ValueError, match="does not fit in bufferView"):
         load_avatar(path)
     doc = read_gltf(path)
@@ -181,12 +130,12 @@ def test_accessor_reaching_past_its_buffer_is_refused(tmp_path):
     lambda g: g.update(accessors="nope"),
 ])
 def test_malformed_documents_are_value_errors_not_tracebacks(tmp_path, mutate):
-    doc = _rig_document()
+    doc = rig_document()
     gltf = json.loads(json.dumps(doc.gltf))
     gltf["buffers"] = [{"byteLength": len(doc.binary)}]
     mutate(gltf)
     path = tmp_path / "bad.glb"
-    path.write_bytes(_glb(gltf, bytes(doc.binary)))
+    path.write_bytes(raw_glb(gltf, bytes(doc.binary)))
     with pytest.raises(ValueError):
         load_avatar(path)
 
@@ -194,7 +143,7 @@ def test_malformed_documents_are_value_errors_not_tracebacks(tmp_path, mutate):
 def test_cli_refuses_a_hostile_avatar_with_a_usage_error(tmp_path, secret_file, capsys):
     from pestalk_hf.cli import main
 
-    path = _glb_with(tmp_path, "evil.glb", image_uri=str(secret_file))
+    path = glb_with(tmp_path, "evil.glb", image_uri=str(secret_file))
     wav = tmp_path / "a.wav"
     import soundfile as sf
 
@@ -209,29 +158,12 @@ def test_cli_refuses_a_hostile_avatar_with_a_usage_error(tmp_path, secret_file, 
 # Point 2: a 954 KB upload must not cost gigabytes (audio limits read from the container first)
 # ==================================================================================================
 
-PAYLOAD_RATE, PAYLOAD_CHANNELS, PAYLOAD_SECONDS = 192_000, 8, 600
-
-
-def _set_flac_total_samples(data: bytes, total: int) -> bytes:
-    """Rewrite the 36-bit total-samples field of a FLAC STREAMINFO block (0 = unknown length)."""
-    assert data[:4] == b"fLaC"
-    out = bytearray(data)
-    field = int.from_bytes(out[18:26], "big") & ~((1 << 36) - 1)
-    out[18:26] = (field | total).to_bytes(8, "big")
-    return bytes(out)
-
-
 @pytest.fixture(scope="module")
 def flac_bomb(tmp_path_factory) -> Path:
     """The issue's payload: 192 kHz × 8 channels × 600 s of digital silence, ~954 KB of FLAC."""
     import soundfile as sf
 
-    path = tmp_path_factory.mktemp("bomb") / "bomb.flac"
-    block = np.zeros((PAYLOAD_RATE * 10, PAYLOAD_CHANNELS), np.int16)
-    with sf.SoundFile(path, "w", samplerate=PAYLOAD_RATE, channels=PAYLOAD_CHANNELS, format="FLAC",
-                      subtype="PCM_16") as f:
-        for _ in range(PAYLOAD_SECONDS // 10):
-            f.write(block)
+    path = write_flac_bomb(tmp_path_factory.mktemp("bomb") / "bomb.flac")
     info = sf.info(path)
     assert (info.samplerate, info.channels, info.duration) == (PAYLOAD_RATE, PAYLOAD_CHANNELS, PAYLOAD_SECONDS)
     assert 800_000 < path.stat().st_size < 1_000_000  # 921.6 M samples in under 1 MB
@@ -267,7 +199,7 @@ def test_flac_bomb_without_a_length_in_its_header_stops_decoding_at_the_limit(fl
     """The header can lie (length 0 = unknown): decoding streams and stops once the limit is passed."""
     from pestalk_hf.audio import AudioError, load_audio
 
-    data = _set_flac_total_samples(flac_bomb.read_bytes(), 0)
+    data = set_flac_total_samples(flac_bomb.read_bytes(), 0)
     error, peak = _peak_bytes(lambda: load_audio(data, max_seconds=30))
     assert isinstance(error, AudioError) and "longer than the limit of 30 s (decoding stopped" in str(error), error
     assert peak < 64 * 2**20, f"{peak >> 20} MB"
@@ -278,7 +210,7 @@ def test_samples_times_channels_cap_applies_without_max_seconds(flac_bomb):
 
     seconds = 1000  # 192 kHz × 8 ch × 1000 s = 1.5 G values > the cap, yet under MAX_DECODE_SECONDS
     assert PAYLOAD_RATE * PAYLOAD_CHANNELS * seconds > MAX_DECODED_VALUES
-    data = _set_flac_total_samples(flac_bomb.read_bytes(), PAYLOAD_RATE * seconds)
+    data = set_flac_total_samples(flac_bomb.read_bytes(), PAYLOAD_RATE * seconds)
     error, peak = _peak_bytes(lambda: load_audio(data))
     assert isinstance(error, AudioError) and "too much audio data" in str(error), error
     assert peak < 8 * 2**20
