@@ -348,9 +348,9 @@ def test_upload_checks_and_page_errors_without_a_browser(space, tmp_path):
     assert 'class="pestalk-msg ok"' in ok and "1.5 s of audio" in ok
     _write_glb_without_arkit_targets(tmp_path / "plain.glb")
     assert "no ARKit morph targets" in app.check_avatar(str(tmp_path / "plain.glb"))
-    from .test_security import _rig_document
+    from .hostile_payloads import rig_document
 
-    (tmp_path / "rig.glb").write_bytes(_rig_document().to_glb_bytes())
+    (tmp_path / "rig.glb").write_bytes(rig_document().to_glb_bytes())
     assert app.check_avatar(str(tmp_path / "rig.glb")).startswith('<div class="pestalk-msg ok"')
     assert "<script>" not in app.message_html("bad", "<script>alert(1)</script>")  # names are escaped
 
