@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # --hostile uses tests/ (payloads, Space loader)
+
 SR = 16000
 
 
@@ -123,7 +125,6 @@ HOSTILE_TARGET_MB = 300.0
 
 def _hostile_uploads(folder: Path) -> dict[str, tuple[str, Path]]:
     """name → (which Space input it is uploaded as, file): issue 11's points 1–2."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.hostile_payloads import declaring_glb, glb_with, set_flac_total_samples, write_flac_bomb
 
     bomb = write_flac_bomb(folder / "bomb.flac")
@@ -144,17 +145,12 @@ def _hostile_uploads(folder: Path) -> dict[str, tuple[str, Path]]:
 
 def hostile_child(field: str, path: str, model: str | None, workdir: str) -> None:
     """Runs in a fresh process: the Space's handler, warmed up on real work, then given one upload."""
-    import importlib.util
-
     import soundfile as sf
 
     import pestalk_hf
+    from tests.test_space import load_app
 
-    app_path = Path(__file__).resolve().parents[1] / "space" / "app.py"
-    spec = importlib.util.spec_from_file_location("pestalk_space_app", app_path)
-    app = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = app  # dataclasses need the module registered while it executes
-    spec.loader.exec_module(app)
+    app = load_app()
     limits = app.SpaceLimits()
     models = app.ModelCache(model or pestalk_hf.DEFAULT_MODEL, limits.max_models)
     animate = app.make_animate(models, app.WorkDirs(limits.output_ttl_seconds, workdir), limits)
