@@ -9,7 +9,7 @@ peak-RSS counter (``/proc/self/clear_refs``) and animates the file with ``pipe(p
 what ``pestalk animate --max-seconds …`` does before writing files. Printed per length: the RSS with the model loaded
 (the baseline), the peak RSS during the call, the peak *above* the baseline, wall time; then the ratio
 of the longest to the shortest length's peak above baseline (bounded memory → close to 1 plus the
-unavoidable O(N) part: the 16 kHz waveform itself, 230 MB per hour, and the frame features).
+unavoidable O(N) part: the 16 kHz waveform itself, kept as int16 PCM at 115 MB per hour, and the frame features).
 
 Issue 11's target: ≤ 1 GB above the weights at any length.
 

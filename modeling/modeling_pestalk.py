@@ -766,15 +766,18 @@ class PESTalkModel(PESTalkPreTrainedModel):
 
     # ---------------------------------------------------------------- validation
     def _validate_inputs(
-        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None, voiceprint: torch.Tensor | None
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None, voiceprint: torch.Tensor | None,
+        allow_pcm16: bool = False,
     ) -> None:
         if not isinstance(input_values, torch.Tensor):
             raise TypeError(f"input_values must be a torch.Tensor, got {type(input_values).__name__}")
         if input_values.ndim != 2:
             raise ValueError(f"input_values must be (batch, samples), got shape {tuple(input_values.shape)}")
-        if not input_values.is_floating_point():
-            raise ValueError(f"input_values must be floating point (16 kHz waveform), got {input_values.dtype}")
-        if not _all_finite(input_values):
+        pcm16 = allow_pcm16 and input_values.dtype == torch.int16  # finite by construction
+        if not input_values.is_floating_point() and not pcm16:
+            kinds = "floating point or int16 PCM" if allow_pcm16 else "floating point"
+            raise ValueError(f"input_values must be {kinds} (16 kHz waveform), got {input_values.dtype}")
+        if not pcm16 and not _all_finite(input_values):
             raise ValueError("input_values contains NaN or Inf samples")
         min_samples = math.ceil(self.config.samples_per_frame)
         if input_values.shape[1] < min_samples:
@@ -1086,7 +1089,8 @@ class PESTalkModel(PESTalkPreTrainedModel):
         (about 1 MB per minute of audio at F = 128) and the output track (0.4 MB per minute).
 
         Args:
-            waveform: ``(N,)`` or ``(1, N)`` float at 16 kHz.
+            waveform: ``(N,)`` or ``(1, N)`` at 16 kHz: float, or int16 PCM (sample ``k`` is ``k / 32768``,
+                what the pipeline passes: half the memory of fp32; converted one window at a time).
             voiceprint: ``(voiceprint_dim,)`` or ``(1, voiceprint_dim)``.
         Returns:
             :class:`PESTalkOutput` with batch size 1 (no loss terms; features not returned).
@@ -1098,8 +1102,11 @@ class PESTalkModel(PESTalkPreTrainedModel):
             voiceprint = voiceprint[None]
         if waveform.shape[0] != 1:
             raise ValueError(f"animate() takes one clip, got batch {waveform.shape[0]}; use forward() for batches")
-        self._validate_inputs(waveform, None, voiceprint)
-        waveform, voiceprint = self._as_model_dtype(waveform, voiceprint)
+        self._validate_inputs(waveform, None, voiceprint, allow_pcm16=True)
+        pcm16 = waveform.dtype == torch.int16
+        if not pcm16:
+            waveform = self._as_model_dtype(waveform)[0]
+        (voiceprint,) = self._as_model_dtype(voiceprint)
         sr, fps = cfg.sampling_rate, cfg.fps
         chunk_s = max(1, round(chunk_seconds if chunk_seconds is not None else cfg.chunk_seconds))
         overlap_s = round(overlap_seconds if overlap_seconds is not None else cfg.chunk_overlap_seconds)
@@ -1132,6 +1139,8 @@ class PESTalkModel(PESTalkPreTrainedModel):
         pooled_sum = None
         for (start, stop), (f0, t, row, w) in zip(windows, spans):
             chunk = waveform[:, start:stop]
+            if pcm16:
+                chunk = (chunk.float() / 32768.0).to(self.dtype)
             if chunk.shape[1] < min_samples:  # a sliver at the end: pad to one frame
                 chunk = F.pad(chunk, (0, min_samples - chunk.shape[1]))
             mask = torch.ones(1, cfg.num_frames(chunk.shape[1]), dtype=torch.bool, device=device)
@@ -1149,7 +1158,7 @@ class PESTalkModel(PESTalkPreTrainedModel):
             store[0, row : row + t] = emotion
             store[1, row : row + t] = content
         # Pooled in fp32 (sums over minutes of frames), then back to the model's dtype.
-        pooled_emotion = (pooled_sum / weight_total.sum())[None].to(waveform.dtype)
+        pooled_emotion = (pooled_sum / weight_total.sum())[None].to(self.dtype)
         emotion_logits = self.emotion_extractor.classifier(pooled_emotion)
         style, index, sim = self.select_style(
             pooled_emotion, emotion_logits, voiceprint,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import exporters
+from .audio import pcm16_to_float
 from .avatar import Avatar, default_avatar
 from .blendshapes import ARKIT_NAMES, NUM_BLENDSHAPES
 
@@ -36,7 +37,9 @@ class BlendshapeAnimation:
         names: the 52 column names; must be the internal order (converters handle other orders).
         emotion_probabilities: optional ``{emotion: probability}`` from the emotion classifier.
         style: optional ``{"speaker": str, "emotion": str, "similarity": float, ...}`` (JSON-safe).
-        audio: optional mono float32 waveform at :attr:`sample_rate`, muxed into the MP4.
+        audio: optional mono waveform at :attr:`sample_rate`, muxed into the MP4: float32 in [-1, 1], or
+            int16 PCM (``k / 32768``; what the pipeline keeps: half the memory for long clips). Other
+            dtypes are converted to float32. :meth:`audio_float32` gives float32 either way.
         sample_rate: sample rate of :attr:`audio` (16 kHz in this project).
     """
 
@@ -57,7 +60,8 @@ class BlendshapeAnimation:
         if not np.isfinite(self.fps) or self.fps <= 0:
             raise ValueError(f"BlendshapeAnimation.fps must be positive, got {self.fps}")
         if self.audio is not None:
-            self.audio = np.asarray(self.audio, dtype=np.float32).reshape(-1)
+            audio = np.asarray(self.audio)
+            self.audio = (audio if audio.dtype == np.int16 else audio.astype(np.float32, copy=False)).reshape(-1)
         if self.emotion_probabilities is not None:
             self.emotion_probabilities = {str(k): float(v) for k, v in self.emotion_probabilities.items()}
 
@@ -74,6 +78,10 @@ class BlendshapeAnimation:
 
     def __len__(self) -> int:
         return self.num_frames
+
+    def audio_float32(self) -> np.ndarray | None:
+        """:attr:`audio` as float32 in [-1, 1] (a converted copy when it is held as int16 PCM)."""
+        return None if self.audio is None else pcm16_to_float(self.audio)
 
     def weight(self, name: str) -> np.ndarray:
         """(T,) curve of one blendshape by ARKit name."""

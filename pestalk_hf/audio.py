@@ -21,6 +21,13 @@ blocks: each block is checked, mixed to mono and resampled to 16 kHz before the 
 only the 16 kHz mono result is ever held whole, and decoding stops as soon as the limit is passed (for
 files whose header gives no length, or lies about it). A file that decodes to much less than its
 header declares (a cut-off download) is refused as truncated instead of animating a fragment.
+
+``dtype="int16"`` returns the same waveform as 16-bit PCM (``round(x · 32768)``, read back as
+``x / 32768``, the convention of integer input above): half the memory of float32, which keeps a
+4 h clip's waveform at 0.46 GB instead of 0.92 GB. Decoding then writes int16 straight into the
+result buffer, so no float32 copy of the whole clip ever exists. For 16-bit sources (most WAV and
+FLAC files) it is lossless; otherwise the rounding is below -96 dBFS. The pipeline uses it, and the
+model and voiceprint backends take int16 clips and convert one window at a time.
 """
 
 from __future__ import annotations
@@ -73,6 +80,10 @@ _UNKNOWN_FRAMES = 1 << 62  # libsndfile reports SF_COUNT_MAX when a header gives
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, np.ndarray, Mapping, Any]
 
+PCM16_SCALE = 32768.0
+"""int16 sample ``k`` stands for ``k / PCM16_SCALE`` (the full-scale convention of integer PCM)."""
+_OUTPUT_DTYPES = {"float32": np.float32, "int16": np.int16}
+
 
 class AudioError(ValueError):
     """The audio given to :func:`load_audio` cannot be used (unreadable, empty, silent, too short, ...)."""
@@ -84,8 +95,9 @@ def load_audio(
     *,
     max_seconds: float | None = None,
     copy: bool = True,
+    dtype: str = "float32",
 ) -> np.ndarray:
-    """Load ``source`` as a 16 kHz mono float32 waveform in [-1, 1].
+    """Load ``source`` as a 16 kHz mono float32 waveform in [-1, 1] (or its int16 PCM, ``dtype="int16"``).
 
     Args:
         source: one of
@@ -105,10 +117,13 @@ def load_audio(
             passed; a positive number (``0`` or a negative value is a ``ValueError``, not "no limit").
         copy: for raw samples that are already 1-D float32 at 16 kHz within [-1, 1], ``False`` returns
             the input array itself instead of a copy (no extra memory for long clips); the default
-            ``True`` always returns a new array.
+            ``True`` always returns a new array. With ``dtype="int16"`` the same holds for 1-D int16
+            input at 16 kHz.
+        dtype: ``"float32"`` (default) or ``"int16"``: 16-bit PCM of the same waveform, sample ``k``
+            meaning ``k / 32768`` (half the memory; see the module docstring).
 
     Returns:
-        ``np.ndarray`` of shape ``(num_samples,)``, dtype float32, peak <= 1. Float input that
+        ``np.ndarray`` of shape ``(num_samples,)``, dtype float32 (peak <= 1) or int16. Float input that
         exceeds [-1, 1] is peak-normalised rather than clipped, so its waveform shape is kept.
 
     Raises:
@@ -121,11 +136,44 @@ def load_audio(
         ValueError: ``max_seconds`` is not a positive number.
     """
     max_seconds = check_max_seconds(max_seconds)
-    decoded = _read_source(source, sampling_rate, max_seconds)
+    if dtype not in _OUTPUT_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_OUTPUT_DTYPES)}, got {dtype!r}")
+    pcm16 = dtype == "int16"
+    if pcm16 and (isinstance(source, np.ndarray) and source.dtype == np.int16 and source.ndim == 1
+                  and _check_rate(sampling_rate) == SAMPLING_RATE):
+        # already what was asked for (e.g. the voiceprint step re-validating the pipeline's waveform)
+        seconds = len(source) / SAMPLING_RATE
+        if max_seconds is not None and seconds > max_seconds:
+            raise AudioError(f"audio is {seconds:.2f} s long; the limit is {max_seconds:g} s")
+        return _finish_mono(source.copy() if copy else source, seconds)
+    decoded = _read_source(source, sampling_rate, max_seconds, pcm16)
     if isinstance(decoded, _Mono):
         return _finish_mono(decoded.samples, decoded.seconds)
     samples, rate = decoded
-    return _finish(samples, rate, max_seconds, copy)
+    mono = _finish(samples, rate, max_seconds, copy)
+    return float_to_pcm16(mono) if pcm16 else mono
+
+
+def float_to_pcm16(samples: np.ndarray) -> np.ndarray:
+    """float samples in [-1, 1] → int16 PCM (``round(x · 32768)``, clipped), converted block by block so
+    only the int16 result is allocated whole."""
+    out = np.empty(len(samples), dtype=np.int16)
+    for start in range(0, len(samples), _BLOCK_VALUES):
+        block = samples[start : start + _BLOCK_VALUES] * np.float32(PCM16_SCALE)
+        np.clip(np.rint(block, out=block), -PCM16_SCALE, PCM16_SCALE - 1, out=block)
+        out[start : start + _BLOCK_VALUES] = block
+    return out
+
+
+def pcm16_to_float(samples: Any) -> Any:
+    """int16 PCM (numpy array or torch tensor) → float32 ``k / 32768``; float input is returned unchanged.
+
+    Used one window at a time by the model and the voiceprint backends on the pipeline's int16 clips."""
+    if _is_torch_tensor(samples):
+        return samples.float() / PCM16_SCALE if samples.dtype == _torch().int16 else samples
+    if samples.dtype == np.int16:
+        return samples.astype(np.float32) / np.float32(PCM16_SCALE)
+    return samples
 
 
 def decode_to_mono(data: bytes, *, max_seconds: float | None = None, what: str = "audio bytes") -> np.ndarray:
@@ -137,7 +185,7 @@ def decode_to_mono(data: bytes, *, max_seconds: float | None = None, what: str =
     Unlike :func:`load_audio` it does not judge the content (no silence gate, no minimum length, no
     peak normalisation): stored dataset clips are returned as recorded. Raises :class:`AudioError`.
     """
-    return _decode_bytes(bytes(data), what, check_max_seconds(max_seconds)).samples
+    return _decode_bytes(bytes(data), what, check_max_seconds(max_seconds), False).samples
 
 
 def check_max_seconds(max_seconds: Any) -> float | None:
@@ -157,15 +205,16 @@ def check_max_seconds(max_seconds: Any) -> float | None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _read_source(source: AudioSource, sampling_rate: int | None, max_seconds: float | None) -> _Mono | tuple[np.ndarray, int]:
-    """Encoded sources → :class:`_Mono` (decoded block by block to 16 kHz mono); raw samples →
-    (float32 samples shaped (N, C), rate)."""
+def _read_source(source: AudioSource, sampling_rate: int | None, max_seconds: float | None,
+                 pcm16: bool = False) -> _Mono | tuple[np.ndarray, int]:
+    """Encoded sources → :class:`_Mono` (decoded block by block to 16 kHz mono, int16 if ``pcm16``);
+    raw samples → (float32 samples shaped (N, C), rate)."""
     if isinstance(source, (str, os.PathLike)):
-        return _decode_file(Path(source), max_seconds)
+        return _decode_file(Path(source), max_seconds, pcm16)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _decode_bytes(bytes(source), "audio bytes", max_seconds)
+        return _decode_bytes(bytes(source), "audio bytes", max_seconds, pcm16)
     if isinstance(source, Mapping):
-        return _read_mapping(source, sampling_rate, max_seconds)
+        return _read_mapping(source, sampling_rate, max_seconds, pcm16)
     if isinstance(source, np.ndarray) or _is_torch_tensor(source):
         return _to_channels_last(_to_float32(_as_numpy(source))), _check_rate(sampling_rate)
     raise AudioError(
@@ -174,7 +223,8 @@ def _read_source(source: AudioSource, sampling_rate: int | None, max_seconds: fl
     )
 
 
-def _read_mapping(source: Mapping, sampling_rate: int | None, max_seconds: float | None) -> _Mono | tuple[np.ndarray, int]:
+def _read_mapping(source: Mapping, sampling_rate: int | None, max_seconds: float | None,
+                  pcm16: bool) -> _Mono | tuple[np.ndarray, int]:
     for key in ("array", "raw"):
         if source.get(key) is not None:
             rate = source.get("sampling_rate", sampling_rate)
@@ -182,9 +232,9 @@ def _read_mapping(source: Mapping, sampling_rate: int | None, max_seconds: float
                 raise AudioError(f"audio dict with {key!r} needs a 'sampling_rate' entry")
             return _to_channels_last(_to_float32(_as_numpy(source[key]))), _check_rate(rate)
     if source.get("bytes") is not None:
-        return _decode_bytes(bytes(source["bytes"]), f"audio bytes of {source.get('path')!r}", max_seconds)
+        return _decode_bytes(bytes(source["bytes"]), f"audio bytes of {source.get('path')!r}", max_seconds, pcm16)
     if source.get("path") is not None:
-        return _decode_file(Path(source["path"]), max_seconds)
+        return _decode_file(Path(source["path"]), max_seconds, pcm16)
     raise AudioError(
         f"audio dict has keys {sorted(source)}; expected 'array' or 'raw' (+ 'sampling_rate'), "
         "or 'bytes' / 'path'"
@@ -289,21 +339,25 @@ def _finish_mono(mono: np.ndarray, seconds: float) -> np.ndarray:
     """Length and silence checks on 16 kHz mono samples, then peak normalisation of hot float input.
 
     The silence gate measures the peak *after removing the clip's mean* (its DC offset), so a constant
-    offset (a DC-coupled input with no signal, a stuck ADC) is silence, not a loud clip.
+    offset (a DC-coupled input with no signal, a stuck ADC) is silence, not a loud clip. int16 samples
+    (``dtype="int16"``) are checked in place, in units of full scale; they cannot exceed it.
     """
     if mono.shape[0] < MIN_SAMPLES:
         raise AudioError(
             f"audio is too short: {mono.shape[0]} samples at {SAMPLING_RATE} Hz "
             f"({1000 * seconds:.1f} ms); at least one {FPS} fps frame ({MIN_SAMPLES} samples) is needed"
         )
-    high, low = float(mono.max()), float(mono.min())
-    dc = float(mono.mean(dtype=np.float64))
+    unit = PCM16_SCALE if mono.dtype == np.int16 else 1.0
+    high, low = float(mono.max()) / unit, float(mono.min()) / unit
+    dc = float(mono.mean(dtype=np.float64)) / unit
     ac_peak = max(high - dc, dc - low)
     if ac_peak < SILENCE_PEAK:
         offset = f", once a constant DC offset of {dc:+.3g} is removed" if abs(dc) >= SILENCE_PEAK else ""
         raise AudioError(
             f"audio is silent (peak amplitude {ac_peak:.2e} < {SILENCE_PEAK:g}, i.e. below -80 dBFS{offset})"
         )
+    if mono.dtype == np.int16:
+        return np.ascontiguousarray(mono)
     peak = max(high, -low)
     if peak > 1.0:
         mono = mono / np.float32(peak)
@@ -344,18 +398,27 @@ def _check_header(what: str, rate: Any, channels: Any, seconds: float | None, ma
 
 class _MonoSink:
     """Takes decoded (n, C) float32 blocks; checks them, mixes to mono and resamples to 16 kHz per block,
-    and stops the decoding (an :class:`AudioError`) as soon as a limit is passed."""
+    and stops the decoding (an :class:`AudioError`) as soon as a limit is passed.
+
+    With ``pcm16`` the result is held as int16 (:data:`PCM16_SCALE`) from the first block on. Hot float
+    files (a float WAV beyond full scale, resampling overshoot) are peak-normalised as in the float32
+    path: blocks are stored as ``x / scale`` with ``scale`` the running peak (≥ 1), and the samples
+    already stored are rescaled in place whenever the peak grows by more than 5 % (and once at the end).
+    """
 
     def __init__(self, what: str, rate: int, channels: int, max_seconds: float | None,
-                 declared_seconds: float | None) -> None:
+                 declared_seconds: float | None, pcm16: bool = False) -> None:
         _check_header(what, rate, channels, None, max_seconds)
         self.what, self.rate, self.channels = what, int(rate), int(channels)
         self.limit = max_seconds if max_seconds is not None else MAX_DECODE_SECONDS
         self.max_frames = MAX_DECODED_VALUES // self.channels
         self.frames = 0
         expected = min(declared_seconds if declared_seconds is not None else 1.0, self.limit)
-        self._buffer = np.empty(int(expected * SAMPLING_RATE) + 1024, dtype=np.float32)
+        self._buffer = np.empty(int(expected * SAMPLING_RATE) + 1024, dtype=np.int16 if pcm16 else np.float32)
         self._filled = 0
+        self._pcm16 = pcm16
+        self._scale = 1.0  # pcm16: stored samples are round(x / scale · 32768)
+        self._peak = 0.0
         self._resampler = None
         if self.rate != SAMPLING_RATE:
             import soxr
@@ -382,25 +445,41 @@ class _MonoSink:
             )
         if not np.isfinite(block).all():
             raise AudioError("audio contains NaN or infinite sample values")
-        mono = block.mean(axis=1, dtype=np.float64).astype(np.float32)
+        # mono files need no mixing (a float64 mean would be two more block-sized temporaries)
+        mono = block[:, 0] if self.channels == 1 else block.mean(axis=1, dtype=np.float64).astype(np.float32)
         if self._resampler is not None:
             mono = self._resampler.resample_chunk(mono)
         self._append(mono)
 
     def _append(self, mono: np.ndarray) -> None:
+        if self._pcm16 and len(mono):
+            self._peak = max(self._peak, float(np.abs(mono).max()))
+            if self._peak > self._scale:
+                self._rescale(self._peak * 1.05)  # headroom: a slowly rising peak costs few rescales
+            mono = float_to_pcm16(mono / np.float32(self._scale) if self._scale != 1.0 else mono)
         end = self._filled + len(mono)
         if end > len(self._buffer):
-            grown = np.empty(max(end, 2 * len(self._buffer)), dtype=np.float32)
+            grown = np.empty(max(end, 2 * len(self._buffer)), dtype=self._buffer.dtype)
             grown[: self._filled] = self._buffer[: self._filled]
             self._buffer = grown
         self._buffer[self._filled : end] = mono
         self._filled = end
+
+    def _rescale(self, scale: float) -> None:
+        """pcm16: re-express the stored samples as ``x / scale`` (in place, block by block)."""
+        factor = np.float32(self._scale / scale)
+        for start in range(0, self._filled, _BLOCK_VALUES):
+            block = self._buffer[start : min(start + _BLOCK_VALUES, self._filled)]
+            block[:] = np.clip(np.rint(block * factor), -PCM16_SCALE, PCM16_SCALE - 1)  # the end rescale grows ≤ 5 %
+        self._scale = scale
 
     def finish(self, declared_seconds: float | None) -> _Mono:
         if self.frames == 0:
             raise AudioError("audio contains no samples")
         if self._resampler is not None:
             self._append(self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+        if self._pcm16 and self._scale > 1.0:
+            self._rescale(max(self._peak, 1.0))  # hot input ends at peak 1, as the float32 path's
         seconds = self.frames / self.rate
         if (declared_seconds is not None and seconds < TRUNCATION_RATIO * declared_seconds
                 and declared_seconds - seconds > TRUNCATION_MIN_SECONDS):
@@ -418,7 +497,7 @@ class _NoLength(Exception):
     """soundfile opened the file but cannot stream it safely: let PyAV decode it."""
 
 
-def _decode_file(path: Path, max_seconds: float | None) -> _Mono:
+def _decode_file(path: Path, max_seconds: float | None, pcm16: bool) -> _Mono:
     if not path.exists():
         raise FileNotFoundError(f"audio file not found: {path}")
     if path.is_dir():
@@ -427,31 +506,31 @@ def _decode_file(path: Path, max_seconds: float | None) -> _Mono:
         raise AudioError(f"{path} is not a regular file (a device, pipe or socket cannot be read as audio)")
     if path.stat().st_size == 0:
         raise AudioError(f"audio file is empty (0 bytes): {path}")
-    return _decode(str(path), str(path), max_seconds)
+    return _decode(str(path), str(path), max_seconds, pcm16)
 
 
-def _decode_bytes(data: bytes, what: str, max_seconds: float | None) -> _Mono:
+def _decode_bytes(data: bytes, what: str, max_seconds: float | None, pcm16: bool) -> _Mono:
     if not data:
         raise AudioError(f"{what} are empty (0 bytes)")
-    return _decode(data, what, max_seconds)
+    return _decode(data, what, max_seconds, pcm16)
 
 
-def _decode(src: str | bytes, what: str, max_seconds: float | None) -> _Mono:
+def _decode(src: str | bytes, what: str, max_seconds: float | None, pcm16: bool) -> _Mono:
     """Try soundfile, then PyAV; raise one AudioError naming both failures.
 
     An :class:`AudioError` from soundfile (a limit, NaN samples, truncation) is final: the file *was*
     understood, so PyAV is not asked to decode it again.
     """
     try:
-        return _decode_soundfile(src, what, max_seconds)
+        return _decode_soundfile(src, what, max_seconds, pcm16)
     except AudioError:
         raise
     except Exception as sf_error:  # libsndfile reports format problems with several exception types
         sf_reason = f"{type(sf_error).__name__}: {sf_error}"
-    return _decode_av(src, what, sf_reason, max_seconds)
+    return _decode_av(src, what, sf_reason, max_seconds, pcm16)
 
 
-def _decode_soundfile(src: str | bytes, what: str, max_seconds: float | None) -> _Mono:
+def _decode_soundfile(src: str | bytes, what: str, max_seconds: float | None, pcm16: bool) -> _Mono:
     import soundfile as sf
 
     handle = io.BytesIO(src) if isinstance(src, bytes) else src
@@ -463,7 +542,7 @@ def _decode_soundfile(src: str | bytes, what: str, max_seconds: float | None) ->
             raise _NoLength("the header gives no length")
         declared = f.frames / rate if rate > 0 else None
         _check_header(what, rate, channels, declared, max_seconds)
-        sink = _MonoSink(what, rate, channels, max_seconds, declared)
+        sink = _MonoSink(what, rate, channels, max_seconds, declared, pcm16)
         block = max(1, _BLOCK_VALUES // channels)
         while True:
             data = f.read(block, dtype="float32", always_2d=True)
@@ -473,7 +552,8 @@ def _decode_soundfile(src: str | bytes, what: str, max_seconds: float | None) ->
     return sink.finish(declared)
 
 
-def _decode_av(src: str | bytes, what: str, sf_reason: str, max_seconds: float | None) -> _Mono:
+def _decode_av(src: str | bytes, what: str, sf_reason: str, max_seconds: float | None,
+               pcm16: bool) -> _Mono:
     import av
 
     try:
@@ -507,7 +587,7 @@ def _decode_av(src: str | bytes, what: str, sf_reason: str, max_seconds: float |
                 raise AudioError(f"{what} has an audio track with an unknown channel layout")
             samples = out.to_ndarray().reshape(-1, channels)  # (1, n·C) interleaved → (n, C)
             if sink is None:
-                sink = _MonoSink(what, out.sample_rate, channels, max_seconds, declared)
+                sink = _MonoSink(what, out.sample_rate, channels, max_seconds, declared, pcm16)
             sink.add(np.asarray(samples, dtype=np.float32), out.sample_rate)
 
         try:

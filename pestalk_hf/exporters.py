@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .audio import pcm16_to_float
 from .avatar import Avatar, target_names
 from .avatar.gltf_io import GltfDocument, read_gltf
 from .blendshapes import (
@@ -465,7 +466,7 @@ def read_animation_glb(path: str | Path, fps: float = 30.0, animation: int | str
 
 def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: int = 30, audio: np.ndarray | None = None,
               sample_rate: int = 16000, crf: int = 20) -> None:
-    """Encode RGB frames as H.264 (yuv420p, ``fps``) plus optional mono float audio as AAC.
+    """Encode RGB frames as H.264 (yuv420p, ``fps``) plus optional mono audio (float, or int16 PCM) as AAC.
 
     Written to a temporary file in the destination folder and renamed when complete.
     """
@@ -517,10 +518,13 @@ def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: int = 30, aud
                 raise errors[0]
             container.mux(video.encode())
             if astream is not None:
-                samples = np.asarray(audio, dtype=np.float32).reshape(-1)
+                samples = np.asarray(audio).reshape(-1)
+                if samples.dtype != np.int16:
+                    samples = samples.astype(np.float32, copy=False)
                 chunk = 1024
                 for start in range(0, samples.size, chunk):
-                    af = av.AudioFrame.from_ndarray(samples[None, start:start + chunk], format="fltp", layout="mono")
+                    block = pcm16_to_float(samples[start:start + chunk])  # int16: one chunk at a time
+                    af = av.AudioFrame.from_ndarray(block[None], format="fltp", layout="mono")
                     af.sample_rate = int(sample_rate)
                     af.pts = start
                     container.mux(astream.encode(af))

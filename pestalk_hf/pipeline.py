@@ -232,7 +232,9 @@ class AudioToBlendshapePipeline(Pipeline):
         return results
 
     def preprocess(self, inputs: Any, sampling_rate: int | None = None, max_seconds: float = DEFAULT_MAX_SECONDS):
-        waveform = load_audio(inputs, sampling_rate, max_seconds=max_seconds)
+        # int16 PCM from decoding on: half the memory of float32 for the one array that grows with the clip
+        # (the model and the voiceprint convert a window at a time; the animation keeps it for the MP4)
+        waveform = load_audio(inputs, sampling_rate, max_seconds=max_seconds, dtype="int16")
         voiceprint = self.voiceprint_backend.embed(waveform)
         return {
             "waveform": torch.from_numpy(waveform),

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import SAMPLING_RATE, load_audio
+from .audio import SAMPLING_RATE, load_audio, pcm16_to_float
 
 __all__ = [
     "VoiceprintBackend",
@@ -44,6 +44,10 @@ __all__ = [
 ]
 
 DEFAULT_VOICEPRINT_BACKEND = "resemblyzer"
+
+
+def _is_int16(samples: Any) -> bool:
+    return isinstance(samples, np.ndarray) and samples.dtype == np.int16 and samples.ndim == 1
 
 
 def _l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -70,7 +74,9 @@ class VoiceprintBackend(ABC):
         """Embed clips of any lengths → ``(B, dim)`` float32, each row unit norm."""
         if len(waveforms_16k) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        wavs = [load_audio(w, SAMPLING_RATE, copy=False) for w in waveforms_16k]  # read only: no copy needed
+        # read only: no copy needed; int16 clips (the pipeline's) stay int16 and are converted per window
+        wavs = [load_audio(w, SAMPLING_RATE, copy=False, dtype="int16" if _is_int16(w) else "float32")
+                for w in waveforms_16k]
         out = np.asarray(self._embed_waveforms(wavs), dtype=np.float32)
         if out.shape != (len(wavs), self.dim):
             raise RuntimeError(f"{self.name} returned shape {out.shape}, expected {(len(wavs), self.dim)}")
@@ -78,7 +84,8 @@ class VoiceprintBackend(ABC):
 
     @abstractmethod
     def _embed_waveforms(self, waveforms: list[np.ndarray]) -> np.ndarray:
-        """Embed validated 16 kHz float32 mono clips → (B, dim) (normalisation is done by the caller)."""
+        """Embed validated 16 kHz mono clips → (B, dim) (normalisation is done by the caller). Clips are
+        float32, or int16 PCM (:func:`pestalk_hf.audio.pcm16_to_float` converts a slice of one)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim})"
@@ -160,7 +167,7 @@ def _rz_gain(wav: np.ndarray) -> float:
     """
     total = 0.0
     for start in range(0, len(wav), _RZ_WINDOW_SAMPLES):
-        block = wav[start : start + _RZ_WINDOW_SAMPLES].astype(np.float64)
+        block = pcm16_to_float(wav[start : start + _RZ_WINDOW_SAMPLES]).astype(np.float64)
         total += float(np.dot(block, block))
     rms = math.sqrt(total / max(len(wav), 1)) * _INT16_MAX
     gain_db = _RZ_TARGET_DBFS - 20.0 * np.log10(max(rms, 1e-12) / _INT16_MAX)
@@ -323,7 +330,8 @@ class ResemblyzerBackend(VoiceprintBackend):
             windows = voiceprint_windows(len(wav), _RZ_WINDOW_SAMPLES)
             kept = 0
             for window in windows:
-                segment = wav[window] * gain if gain != 1.0 else wav[window]
+                segment = pcm16_to_float(wav[window])
+                segment = segment * gain if gain != 1.0 else segment
                 if self.preprocess:
                     segment = _rz_vad_trim(segment)
                     if segment is None:
@@ -332,7 +340,8 @@ class ResemblyzerBackend(VoiceprintBackend):
                 kept += 1
             if kept == 0:  # no speech found anywhere: the untrimmed clip, window by window
                 for window in windows:
-                    add_segment(index, wav[window] * gain if gain != 1.0 else wav[window])
+                    segment = pcm16_to_float(wav[window])
+                    add_segment(index, segment * gain if gain != 1.0 else segment)
         run_pending()
         return (sums / counts[:, None]).astype(np.float32)
 
@@ -485,7 +494,7 @@ class PyannoteBackend(VoiceprintBackend):
             for wav in waveforms:  # different lengths: one forward each (no padding bias)
                 total = np.zeros(self.dim, dtype=np.float64)
                 for window in voiceprint_windows(len(wav), _RZ_WINDOW_SAMPLES):
-                    part = wav[window]
+                    part = pcm16_to_float(wav[window])
                     if len(part) < self.min_samples:
                         part = np.tile(part, -(-self.min_samples // len(part)))
                     x = torch.from_numpy(np.ascontiguousarray(part)).to(self.device)[None, None]  # (1, 1, samples)
