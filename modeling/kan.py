@@ -205,3 +205,84 @@ class KANConformerBlock(nn.Module):
         x = x + self.conv(x, frame_mask, stream)
         x = x + 0.5 * self.ffn2(x)
         return self.final_norm(x)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# incremental (cached) inference of the streaming mode
+# ---------------------------------------------------------------------------------------------------------
+
+
+class ConformerBlockCache:
+    """What one :class:`KANConformerBlock` keeps between chunks of a stream (batch size 1).
+
+    In the streaming mode a frame's block output depends only on frames of its own chunk or earlier ones, at
+    most ``left`` frames back in the attention and ``kernel // 2`` frames back in the depthwise conv. So once
+    a chunk is complete its intermediate values are final and the next chunk needs only: the attention
+    inputs (after ``attn_norm``) of the last ``left`` frames, and the depthwise conv's inputs (after the GLU)
+    of the last ``kernel // 2`` frames. Holding those, a new chunk costs the block's work on its own frames
+    instead of on the whole receptive field (issue 13: the conformer stacks were most of a chunk's compute).
+
+    Attributes:
+        keys: ``(1, H, d)`` attention inputs of the ``H ≤ left`` frames before :attr:`next_frame`.
+        conv: ``(1, d, K')`` depthwise-conv inputs of the ``K' ≤ kernel // 2`` frames before it.
+        next_frame: absolute index of the first frame not yet seen.
+    """
+
+    def __init__(self) -> None:
+        self.keys: torch.Tensor | None = None
+        self.conv: torch.Tensor | None = None
+        self.next_frame = 0
+
+
+def _conv_module_step(module: ConformerConvModule, x: torch.Tensor, cache: ConformerBlockCache,
+                      chunks: torch.Tensor) -> torch.Tensor:
+    """:class:`ConformerConvModule` on new frames ``x`` ``(1, n, d)`` of a stream, reading the cached conv
+    inputs of earlier frames; ``chunks`` ``(n,)``: their chunk indices. Updates ``cache.conv``."""
+    k = module.depthwise.kernel_size[0]
+    half = k // 2
+    g = F.glu(module.pointwise_in(module.norm(x).transpose(1, 2)), dim=1)  # (1, d, n)
+    past = cache.conv if cache.conv is not None else g[:, :, :0]
+    # zeros before the stream's first frame and after the newest one: the offline conv's zero padding
+    # (later frames are not read anyway: their chunk is later, or they are past the end of the clip)
+    full = torch.cat([g.new_zeros(g.shape[0], g.shape[1], half - past.shape[-1]), past, g, g.new_zeros(*g.shape[:2], half)], -1)
+    windows = full.unfold(2, k, 1)  # (1, d, n, K): window of new frame t starts at t - half
+    n = g.shape[-1]
+    src = torch.arange(n, device=x.device)[:, None] + torch.arange(k, device=x.device)[None, :] - half  # (n, K)
+    src_chunk = torch.where((src >= 0) & (src < n), chunks[src.clamp(0, n - 1)], chunks[:1].expand(n, k) - 1)
+    taps = src_chunk <= chunks[:, None]  # taps before the new frames read earlier (complete) chunks: allowed
+    h = torch.einsum("bctk,ck->bct", windows * taps.to(g.dtype)[None, None], module.depthwise.weight[:, 0])
+    if module.depthwise.bias is not None:
+        h = h + module.depthwise.bias[None, :, None]
+    h = F.silu(module.depthwise_norm(h.transpose(1, 2)))
+    cache.conv = torch.cat([past, g], -1)[:, :, -half:] if half else None
+    return module.pointwise_out(h.transpose(1, 2)).transpose(1, 2)
+
+
+def conformer_block_step(block: KANConformerBlock, x: torch.Tensor, cache: ConformerBlockCache,
+                         stream: StreamingContext) -> torch.Tensor:
+    """:meth:`KANConformerBlock.forward` in the streaming mode for the next ``n`` frames of a stream only.
+
+    ``x`` ``(1, n, d)``: the block's inputs for frames ``[cache.next_frame, cache.next_frame + n)`` (absolute),
+    whole chunks except at the end of the stream; ``stream``: the mode's geometry (``offset`` is ignored: the
+    frames' absolute indices come from the cache). Returns the outputs ``(1, n, d)``, equal to those of the
+    block run on the whole stream (same masks), and advances the cache. Needs a bounded ``stream.left``."""
+    if stream.left is None:
+        raise ValueError("cached streaming needs a bounded left context (streaming_left_context_frames)")
+    if x.shape[0] != 1:
+        raise ValueError(f"cached streaming runs one stream at a time, got batch {x.shape[0]}")
+    n, first = x.shape[1], cache.next_frame
+    device = x.device
+    x = x + 0.5 * block.ffn1(x)
+    q = block.attn_norm(x)
+    past = cache.keys if cache.keys is not None else q[:, :0]
+    keys = torch.cat([past, q], 1)
+    key_pos = torch.arange(first - past.shape[1], first + n, device=device)
+    query_pos = key_pos[past.shape[1]:]
+    mask = attention_mask(stream.allowed_between(query_pos, key_pos), None, q.dtype)[0]
+    h, _ = block.attn(q, keys, keys, attn_mask=mask, need_weights=False)
+    x = x + block.attn_dropout(h)
+    x = x + _conv_module_step(block.conv, x, cache, torch.div(query_pos, stream.chunk, rounding_mode="floor"))
+    x = x + 0.5 * block.ffn2(x)
+    cache.keys = keys[:, -stream.left:] if stream.left else None
+    cache.next_frame = first + n
+    return block.final_norm(x)

@@ -71,11 +71,16 @@ class StreamingContext:
 
     def attention_allowed(self, num_frames: int, device=None) -> torch.Tensor:
         """``(T, T)`` bool: query ``i`` may attend key ``j`` (chunk rule and left context)."""
-        c = self.frame_chunks(num_frames, device)
-        allowed = c[None, :] <= c[:, None]
+        pos = torch.arange(num_frames, device=device) + self.offset
+        return self.allowed_between(pos, pos)
+
+    def allowed_between(self, query_frames: torch.Tensor, key_frames: torch.Tensor) -> torch.Tensor:
+        """``(Q, K)`` bool for absolute frame indices ``(Q,)`` and ``(K,)`` (``offset`` is not added): the key's
+        chunk is not later than the query's and, with ``left``, the key is at most ``left`` frames back."""
+        chunk = lambda t: torch.div(t, self.chunk, rounding_mode="floor")  # noqa: E731
+        allowed = chunk(key_frames)[None, :] <= chunk(query_frames)[:, None]
         if self.left is not None:
-            pos = torch.arange(num_frames, device=device)
-            allowed &= pos[None, :] >= pos[:, None] - self.left
+            allowed &= key_frames[None, :] >= query_frames[:, None] - self.left
         return allowed
 
 
@@ -83,14 +88,19 @@ def attention_mask(allowed: torch.Tensor, key_valid: torch.Tensor | None, dtype:
     """Additive attention mask from the chunk rule and key padding.
 
     Args:
-        allowed: ``(T, T)`` bool from :meth:`StreamingContext.attention_allowed`.
-        key_valid: ``(B, T)`` bool (True = real frame) or None.
+        allowed: ``(T, T)`` bool from :meth:`StreamingContext.attention_allowed`, or ``(Q, K)`` from
+            :meth:`StreamingContext.allowed_between` whose last ``Q`` keys are the queries' own frames
+            (cached streaming: past keys, then the new frames).
+        key_valid: ``(B, K)`` bool (True = real frame) or None.
     Returns:
-        ``(B, T, T)`` (``(1, T, T)`` without ``key_valid``): 0 where allowed, -inf elsewhere. Each query may
+        ``(B, Q, K)`` (``(1, Q, K)`` without ``key_valid``): 0 where allowed, -inf elsewhere. Each query may
         always read itself, so a padded query whose whole window is padding gets a finite row, not NaN.
     """
     ok = allowed[None] if key_valid is None else allowed[None] & key_valid[:, None, :]
-    ok = ok | torch.eye(allowed.shape[0], dtype=torch.bool, device=allowed.device)[None]
+    q, k = allowed.shape
+    itself = torch.zeros(q, k, dtype=torch.bool, device=allowed.device)
+    itself[torch.arange(q, device=allowed.device), torch.arange(k - q, k, device=allowed.device)] = True
+    ok = ok | itself[None]
     return torch.zeros(ok.shape, dtype=dtype, device=allowed.device).masked_fill(~ok, float("-inf"))
 
 

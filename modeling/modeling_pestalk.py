@@ -30,7 +30,7 @@ from transformers.audio_utils import mel_filter_bank
 from transformers.utils import ModelOutput
 
 from .configuration_pestalk import PESTalkConfig
-from .kan import KANConformerBlock, KANLinear
+from .kan import ConformerBlockCache, KANConformerBlock, KANLinear, conformer_block_step
 from .lookahead import StreamingContext, attention_mask, conv_taps_allowed, masked_conv1d, running_mean_within_chunks
 
 
@@ -88,9 +88,15 @@ def periodic_alibi_bias(num_heads: int, num_frames: int, period: int, device=Non
     Returns:
         ``(num_heads, num_frames, num_frames)`` float tensor.
     """
-    slopes = torch.tensor([2.0 ** (-8.0 * (h + 1) / num_heads) for h in range(num_heads)], device=device)
     pos = torch.arange(num_frames, device=device)
-    distance = torch.div((pos[None, :] - pos[:, None]).abs(), period, rounding_mode="floor")
+    return periodic_alibi_bias_between(num_heads, pos, pos, period)
+
+
+def periodic_alibi_bias_between(num_heads: int, query_frames: torch.Tensor, key_frames: torch.Tensor,
+                                period: int) -> torch.Tensor:
+    """:func:`periodic_alibi_bias` for frame indices ``(Q,)`` and ``(K,)`` → ``(num_heads, Q, K)`` (cached streaming)."""
+    slopes = torch.tensor([2.0 ** (-8.0 * (h + 1) / num_heads) for h in range(num_heads)], device=query_frames.device)
+    distance = torch.div((key_frames[None, :] - query_frames[:, None]).abs(), period, rounding_mode="floor")
     return -slopes[:, None, None] * distance[None].float()
 
 
@@ -641,6 +647,41 @@ class StyleGuidedDecoder(nn.Module):
             h = layer(h, bias)
         return self.output(self.norm(h))
 
+    def step(self, features: torch.Tensor, caches: list[DecoderLayerCache], stream: StreamingContext) -> torch.Tensor:
+        """:meth:`forward` in the streaming mode for the next ``n`` frames of a stream only: ``features``
+        ``(1, n, in_dim)`` of frames ``[caches[0].next_frame, … + n)`` (whole chunks but at the stream's end)
+        → ``(1, n, out_dim)``, equal to the forward over the whole stream. Each layer attends the cached keys
+        and values of at most ``stream.left`` earlier frames (:class:`DecoderLayerCache`), then caches its own."""
+        if stream.left is None:
+            raise ValueError("cached streaming needs a bounded left context (streaming_left_context_frames)")
+        first, n = caches[0].next_frame, features.shape[1]
+        h = self.ppe(self.in_proj(features), first)
+        for layer, cache in zip(self.layers, caches):
+            b, t, d = h.shape
+            q, k, v = layer.qkv(layer.norm1(h)).view(b, t, 3, layer.num_heads, d // layer.num_heads).permute(2, 0, 3, 1, 4)
+            if cache.keys is not None:
+                k, v = torch.cat([cache.keys, k], 2), torch.cat([cache.values, v], 2)
+            key_pos = torch.arange(first + n - k.shape[2], first + n, device=h.device)
+            query_pos = key_pos[-n:]
+            bias = periodic_alibi_bias_between(self.num_heads, query_pos, key_pos, self.period) + attention_mask(
+                stream.allowed_between(query_pos, key_pos), None, h.dtype)
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None].to(q.dtype))
+            h = h + layer.out(att.transpose(1, 2).reshape(b, t, d))
+            h = h + layer.ffn(layer.norm2(h))
+            cache.keys, cache.values = (k[:, :, -stream.left:], v[:, :, -stream.left:]) if stream.left else (None, None)
+            cache.next_frame = first + n
+        return self.output(self.norm(h))
+
+
+class DecoderLayerCache:
+    """What one decoder layer keeps between chunks of a stream (see :class:`~.kan.ConformerBlockCache`): its
+    attention keys and values ``(1, heads, ≤ left, d_head)`` of the frames before :attr:`next_frame`."""
+
+    def __init__(self) -> None:
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+        self.next_frame = 0
+
 
 # ----------------------------------------------------------------------------------------- losses
 def position_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -849,6 +890,79 @@ class PESTalkModel(PESTalkPreTrainedModel):
             content = self.content_encoder(input_values, frame_mask, lengths)
         return emotion, content
 
+    def new_streaming_cache(self) -> dict[str, list]:
+        """Empty per-layer caches for :meth:`encode_step` and :meth:`decode_step` (one stream, from its first
+        frame): the Conformer blocks of Φ_E and Φ_C, the layers of both decoders."""
+        blocks = {"emotion": self.emotion_extractor.freq_blocks if self.config.use_frequency_stream else [],
+                  "content": self.content_encoder.blocks}
+        cache: dict[str, list] = {name: [ConformerBlockCache() for _ in stack] for name, stack in blocks.items()}
+        for name in ("lower", "upper"):
+            cache[name] = [DecoderLayerCache() for _ in range(self.config.decoder_num_layers)]
+        return cache
+
+    def decode_step(
+        self, emotion: torch.Tensor, content: torch.Tensor, style: torch.Tensor, cache: dict[str, list]
+    ) -> torch.Tensor:
+        """Streaming mode, cached: :meth:`decode` of the next frames of a stream only. E, C ``(1, n, F)``, style
+        ``(1, n, style_dim)`` of frames ``[next, next + n)`` → ``(1, n, 52)``, equal to :meth:`decode` over the
+        whole stream (the decoders' layers read the keys and values ``cache`` holds of earlier frames)."""
+        stream = StreamingContext.from_config(self.config)
+        if stream is None or stream.left is None:
+            raise ValueError("decode_step needs the streaming mode with a bounded left context")
+        s = style.to(content.dtype)
+        lower = self.lower_decoder.step(torch.cat([content, s], dim=-1), cache["lower"], stream)
+        upper = self.upper_decoder.step(torch.cat([emotion, s], dim=-1), cache["upper"], stream)
+        return self._merge_partitions(lower, upper)
+
+    def _merge_partitions(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+        """The two decoders' outputs ``(B, T, ·)`` → ``(B, T, 52)`` in ARKit order."""
+        out = lower.new_zeros(*lower.shape[:2], self.config.num_blendshapes)
+        out[..., self.lower_index] = lower
+        out[..., self.upper_index] = upper
+        return out
+
+    def encode_step(
+        self, input_values: torch.Tensor, frame_offset: int, skip_frames: int,
+        cache: dict[str, list], num_frames: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Streaming mode, cached: E, C ``(1, num_frames, F)`` of the ``num_frames`` frames after ``skip_frames``
+        of a window ``(1, N)`` that starts at absolute frame ``frame_offset`` (whole seconds), equal to
+        :meth:`encode` on the whole stream. Those frames must be final: whole chunks whose audio (with
+        the STFT margin) is in the window, or the stream's last frames.
+
+        The mel front ends run on the window (they need its past audio: running normalisation, convs); the
+        Conformer blocks run only on the new frames, reading what earlier calls left in ``cache``
+        (:meth:`new_streaming_cache`; see :class:`~.kan.ConformerBlockCache`). Calls must follow each other
+        frame by frame: the first new frame is the one after the previous call's last."""
+        cfg = self.config
+        stream = StreamingContext.from_config(cfg, frame_offset)
+        if stream is None or stream.left is None or self._uses_wav2vec2_content:
+            raise ValueError("encode_step needs the streaming mode with a bounded left context")
+        first = frame_offset + skip_frames
+        for caches in (cache["emotion"], cache["content"]):
+            if any(c.next_frame != first for c in caches):
+                raise ValueError(f"encode_step: the cache ends at frame {caches[0].next_frame}, not {first}")
+        frame_mask = torch.ones(1, cfg.num_frames(input_values.shape[1]), dtype=torch.bool, device=input_values.device)
+        new = slice(skip_frames, skip_frames + num_frames)
+        if not 0 < num_frames <= frame_mask.shape[1] - skip_frames:
+            raise ValueError(f"encode_step: {num_frames} new frames after {skip_frames} do not fit a window of "
+                             f"{frame_mask.shape[1]} frames")
+
+        def run(h: torch.Tensor, blocks: nn.ModuleList, caches: list[ConformerBlockCache]) -> torch.Tensor:
+            for block, block_cache in zip(blocks, caches):
+                h = conformer_block_step(block, h, block_cache, stream)
+            return h
+
+        extractor = self.emotion_extractor
+        parts = []
+        if cfg.use_frequency_stream:
+            h = extractor.freq_in(extractor.mel(input_values, frame_mask, None, stream, skip_frames))[:, new]
+            parts.append(run(h, extractor.freq_blocks, cache["emotion"]))
+        emotion = extractor.proj(torch.cat(parts, dim=-1))
+        h = self.content_encoder.frames(input_values, frame_mask, None, stream, skip_frames)[:, new]
+        content = self.content_encoder.proj(run(h, self.content_encoder.blocks, cache["content"]))
+        return emotion, content
+
     @property
     def _uses_wav2vec2_content(self) -> bool:
         return self.config.content_encoder_type == "wav2vec2"
@@ -952,10 +1066,7 @@ class PESTalkModel(PESTalkPreTrainedModel):
         s = style.to(content.dtype) if style.ndim == 3 else style[:, None, :].expand(-1, content.shape[1], -1).to(content.dtype)
         lower = self.lower_decoder(torch.cat([content, s], dim=-1), frame_mask, offset, stream)
         upper = self.upper_decoder(torch.cat([emotion, s], dim=-1), frame_mask, offset, stream)
-        out = lower.new_zeros(*lower.shape[:2], self.config.num_blendshapes)
-        out[..., self.lower_index] = lower
-        out[..., self.upper_index] = upper
-        return out
+        return self._merge_partitions(lower, upper)
 
     # ---------------------------------------------------------------- forward
     def forward(
@@ -1382,7 +1493,8 @@ def streaming_receptive_field(config: PESTalkConfig) -> dict[str, float | int | 
             (None = unbounded: ``streaming_left_context_frames`` is None).
         ``decoder_left_frames`` / ``encoder_left_frames``: its two parts, decoder layers × left and
             encoder blocks × (left + conv half-kernel); a streamer that caches E and C needs the encoder
-            part of the audio only (``encoder_left_samples``).
+            part of the audio only (``encoder_left_samples``); one that also caches the Conformer blocks'
+            states (:meth:`PESTalkModel.encode_step`) only the mel front ends' part (``front_end_left_samples``).
         ``left_samples``: audio before the start of frame ``t`` that it may read (None = unbounded):
             decoder layers × left + encoder blocks × (left + conv half-kernel) frames, then the mel
             front end (2 convs × 2 mel frames), the running normalisation window and half an STFT window.
@@ -1401,6 +1513,7 @@ def streaming_receptive_field(config: PESTalkConfig) -> dict[str, float | int | 
         "decoder_left_frames": None,
         "encoder_left_frames": None,
         "encoder_left_samples": None,
+        "front_end_left_samples": None,
     }
     if left is None:
         return out
@@ -1417,7 +1530,7 @@ def streaming_receptive_field(config: PESTalkConfig) -> dict[str, float | int | 
 
     out.update(left_frames=decoder_frames + encoder_frames, left_samples=samples(decoder_frames + encoder_frames),
                decoder_left_frames=decoder_frames, encoder_left_frames=encoder_frames,
-               encoder_left_samples=samples(encoder_frames))
+               encoder_left_samples=samples(encoder_frames), front_end_left_samples=samples(0))
     return out
 
 

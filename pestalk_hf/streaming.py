@@ -193,15 +193,18 @@ class LookaheadStreamingAnimator:
     audio the chunk depends on has arrived (:func:`streaming_chunk_ready_samples`): the first frame of a
     chunk waits for L more frames of audio, the last for none, each for 12.5 ms of STFT margin.
 
-    Once a chunk is complete its encoder outputs E, C are final (no later audio reaches them), so they are
-    cached per frame. On every push that completes chunks the encoders run on a sliding audio window that
-    starts on a whole second (the positional-encoding period and the chunk grid stay absolute) early enough
-    for the encoder receptive field of the new frames (``encoder_left_samples`` of
-    :func:`streaming_receptive_field`), the Conformer blocks only from the frames that field needs, and the
-    decoders on the cached E, C, style of the last ``decoder_layers × left`` frames plus the new ones. With
-    a bounded ``streaming_left_context_frames`` the frames are therefore exactly those of
-    ``model(whole_clip)`` in the same mode, with the same voiceprint. With an unbounded left context,
-    ``context_seconds`` caps the window (then approximate).
+    Once a chunk is complete every layer's values for its frames are final (no later audio reaches them).
+    With a bounded ``streaming_left_context_frames`` (the exact mode, ``context_seconds=None``) each
+    Conformer block and decoder layer therefore keeps what later chunks read of it (attention keys and
+    values of the last ``left`` frames, the depthwise conv's last inputs: ``model.new_streaming_cache``), and
+    on every push that completes chunks only the mel front ends run on a sliding audio window (starting on
+    a whole second, so the positional-encoding period and the chunk grid stay absolute, and early enough for
+    the running normalisation: ``front_end_left_samples`` of :func:`streaming_receptive_field`); the layers
+    run on the new frames alone (``model.encode_step`` / ``decode_step``). The frames are exactly those of
+    ``model(whole_clip)`` in the same mode, with the same voiceprint, and a chunk costs the same whatever
+    the receptive field (issue 13: recomputing the 74 frames of left context per chunk was most of the
+    latency). With an unbounded left context, ``context_seconds`` caps the window and every push runs the
+    whole model on it (approximate).
 
     Emotion and style: :class:`StreamingStyleTracker` (running estimate over the last seconds, smoothed,
     with hysteresis, cross-faded). ``emotion`` / ``emotion_probabilities`` give the current estimate.
@@ -261,6 +264,10 @@ class LookaheadStreamingAnimator:
         # per frame from _cache_start on: E (F,), C (F,), projected style (style_dim,)
         self._cache: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._cache_start = 0
+        # exact mode: every Conformer block and decoder layer keeps its state between chunks
+        # (model.encode_step / decode_step), so a chunk costs the mel front ends on the window plus the
+        # layers on its own frames only, not on the whole receptive field
+        self._layer_cache = model.new_streaming_cache() if self.context is None else None
         self._finished = False
 
     # ------------------------------------------------------------------ public state
@@ -310,9 +317,9 @@ class LookaheadStreamingAnimator:
 
     def _trim(self) -> None:
         """Drop audio and cached frames no future frame needs (audio cut on whole seconds)."""
-        if self.context is None:
-            need = math.floor(self.emitted * self.sr / self.fps) - int(self.field["encoder_left_samples"])
-            first_cached = self.emitted - int(self.field["decoder_left_frames"])
+        if self.context is None:  # the layers' caches hold the rest
+            need = math.floor(self.emitted * self.sr / self.fps) - int(self.field["front_end_left_samples"])
+            first_cached = self.emitted
         else:
             need = self.total - self.context
             first_cached = self.emitted - self.context * self.fps // self.sr
@@ -337,26 +344,27 @@ class LookaheadStreamingAnimator:
         window = torch.from_numpy(self.buffer).to(device=device, dtype=model.dtype)[None]
         num_frames = cfg.num_frames(window.shape[1])
         mask = torch.ones(1, num_frames, dtype=torch.bool, device=device)
-        # the new frames' encoder blocks need their inputs from `encoder_first` on (the mel front end
-        # still sees the whole window, e.g. for the running normalisation)
-        encoder_first = f0 if self.context is not None else max(f0, self.emitted - int(self.field["encoder_left_frames"]))
-        emotion, content = model.encode(window, mask, frame_offset=f0, skip_frames=encoder_first - f0)
-        emotion, content = emotion[:, self.emitted - encoder_first: end - encoder_first], content[:, self.emitted - encoder_first: end - encoder_first]
-        # style track over the new chunks; E, C and the projected style are cached per frame
-        start = self.emitted
+        if self._layer_cache is not None:
+            emotion, content = model.encode_step(window, f0, self.emitted - f0, self._layer_cache, end - self.emitted)
+        else:  # context_seconds: the whole window through the encoders (approximate mode)
+            emotion, content = model.encode(window, mask, frame_offset=f0)
+            emotion, content = emotion[:, self.emitted - f0: end - f0], content[:, self.emitted - f0: end - f0]
+        # style track over the new chunks
+        styles, start = [], self.emitted
         while start < end:
             c = start // self.chunk
             stop = min(end, (c + 1) * self.chunk)
             part = slice(start - self.emitted, stop - self.emitted)
-            style = model.style_projection(self.tracker.step(c, emotion[:, part]).to(emotion.dtype))
-            self._cache.extend(zip(emotion[0, part], content[0, part], style[0]))
+            styles.append(model.style_projection(self.tracker.step(c, emotion[:, part]).to(emotion.dtype)))
             start = stop
-        # decoders: the cached frames their left context reaches, then the new ones
-        decoder_first = self._cache_start
-        if self.context is None:
-            decoder_first = max(decoder_first, self.emitted - int(self.field["decoder_left_frames"]))
-        e, c_, s = (torch.stack(x)[None] for x in zip(*self._cache[decoder_first - self._cache_start:]))
-        out = model.decode(e, c_, s, torch.ones(1, e.shape[1], dtype=torch.bool, device=device), offset=decoder_first)[0]
+        style = torch.cat(styles, 1)
+        if self._layer_cache is not None:
+            out, decoder_first = model.decode_step(emotion, content, style, self._layer_cache)[0], self.emitted
+        else:  # approximate mode: E, C and the projected style are kept per frame for the decoders' window
+            self._cache.extend(zip(emotion[0], content[0], style[0]))
+            decoder_first = self._cache_start
+            e, c_, s = (torch.stack(x)[None] for x in zip(*self._cache))
+            out = model.decode(e, c_, s, torch.ones(1, e.shape[1], dtype=torch.bool, device=device), offset=decoder_first)[0]
         if cfg.clamp_output:
             out = out.clamp(0.0, 1.0)
         frames = out[self.emitted - decoder_first:].float().cpu().numpy()

@@ -311,17 +311,57 @@ def test_lookahead_animator_equals_the_full_clip_forward(lookahead: int):
     assert animator.emotion in model.config.emotions and abs(sum(animator.emotion_probabilities.values()) - 1) < 1e-5
 
 
-@pytest.mark.parametrize("part", ["encoder_left_frames", "decoder_left_frames"])
-def test_a_window_one_frame_too_short_breaks_the_equality(part: str):
-    """Control for the test above: the receptive-field arithmetic is tight, one frame less changes frames."""
+@pytest.mark.parametrize(("part", "less"), [("front_end_left_samples", 1600), ("emotion", 1), ("content", 1),
+                                            ("lower", 1), ("upper", 1)])
+def test_a_window_one_frame_too_short_breaks_the_equality(part: str, less: int):
+    """Control for the test above: what the animator keeps matters. 0.1 s of audio less for the mel front
+    ends (the window is cut on whole seconds, so smaller cuts often leave it where it was), or the layer caches
+    of one stack (Φ_E's or Φ_C's Conformer blocks, either decoder) keeping one attention frame less, change
+    frames."""
     model = streaming_tiny()
     audio = speechlike(6.0, seed=5)
     vp = torch.randn(model.config.voiceprint_dim)
     with torch.no_grad():
         full = model(audio, voiceprint=vp[None]).blendshapes[0].numpy()
     animator = LookaheadStreamingAnimator(model, voiceprint=vp)
-    animator.field = {**animator.field, part: animator.field[part] - 1}
+    if part != "front_end_left_samples":
+        push = animator.push
+
+        def forgetful_push(chunk):
+            for cache in animator._layer_cache[part]:
+                if cache.keys is not None:  # (1, frames, d) in a Conformer block, (1, heads, frames, d) in a decoder
+                    cache.keys = cache.keys[..., less:, :]
+                    if getattr(cache, "values", None) is not None:
+                        cache.values = cache.values[..., less:, :]
+            return push(chunk)
+
+        animator.push = forgetful_push
+    else:
+        animator.field = {**animator.field, part: animator.field[part] - less}
     assert np.abs(run_animator(animator, audio[0].numpy()) - full).max() > 1e-2
+
+
+@pytest.mark.parametrize("kan", [True, False])
+def test_cached_conformer_block_step_equals_the_masked_block(kan: bool):
+    """kan.conformer_block_step on whole chunks (ragged counts, then a short last chunk) = the block's masked
+    forward over the whole sequence: the cache holds exactly what later chunks read."""
+    from pestalk_hf.modeling.kan import ConformerBlockCache, KANConformerBlock, conformer_block_step
+    from pestalk_hf.modeling.lookahead import StreamingContext
+
+    torch.manual_seed(0)
+    block = KANConformerBlock(16, 4, 7, 2, 5, 3, 0.0, kan=kan).eval()
+    stream = StreamingContext(chunk=3, left=5)
+    x = torch.randn(1, 40, 16)
+    with torch.no_grad():
+        full = block(x, torch.ones(1, 40, dtype=torch.bool), stream)
+        cache, outs, start = ConformerBlockCache(), [], 0
+        for n in (3, 6, 3, 9, 3, 12, 3, 1):
+            outs.append(conformer_block_step(block, x[:, start:start + n], cache, stream))
+            start += n
+    assert start == 40 and cache.next_frame == 40 and cache.keys.shape[1] == 5 and cache.conv.shape[-1] == 3
+    torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="bounded left"):
+        conformer_block_step(block, x[:, :3], ConformerBlockCache(), StreamingContext(chunk=3))
 
 
 def test_frames_leave_as_soon_as_their_chunk_is_ready():
@@ -386,3 +426,26 @@ def test_streaming_mode_trains_and_fine_tunes_from_saved_weights(tmp_path):
                          model={"streaming_lookahead_frames": -3})
     with pytest.raises(ValueError, match="streaming_lookahead_frames"):
         build_model(bad)
+
+
+def test_cached_decoder_step_equals_the_masked_decoder():
+    """StyleGuidedDecoder.step chunk by chunk = its masked forward over the whole sequence (ALiBi on absolute
+    frame distances, keys and values of at most `left` frames cached per layer)."""
+    from pestalk_hf.modeling.modeling_pestalk import DecoderLayerCache, StyleGuidedDecoder
+
+    torch.manual_seed(0)
+    model = streaming_tiny()
+    cfg = model.config
+    decoder = StyleGuidedDecoder(12, 7, cfg).eval()
+    torch.nn.init.normal_(decoder.output.weight)  # zero-initialised output: make the test see the layers
+    stream = StreamingContext.from_config(cfg)
+    x = torch.randn(1, 45, 12)
+    with torch.no_grad():
+        full = decoder(x, torch.ones(1, 45, dtype=torch.bool), 0, stream)
+        caches, outs, start = [DecoderLayerCache() for _ in decoder.layers], [], 0
+        for n in (3, 9, 3, 6, 3, 3, 12, 6):
+            outs.append(decoder.step(x[:, start:start + n], caches, stream))
+            start += n
+    assert start == 45 and all(c.next_frame == 45 and c.keys.shape[2] == cfg.streaming_left_context_frames
+                               for c in caches)
+    torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-5)
