@@ -146,7 +146,9 @@ def main() -> None:
                             f"{k} {v:g} ms" for k, v in DEFAULT_CHUNK_MS.items()) + ")")
     parser.add_argument("--no-pace", action="store_true", help="send each burst at once (lower p50, jerkier)")
     parser.add_argument("--no-emotion-meter", action="store_true", help="without the status line's emotion reading")
-    parser.add_argument("--model", default=None, help="model folder (default: the embedded default model)")
+    parser.add_argument("--model", default=None,
+                        help="model folder for every run (default: each mode's embedded model, as pestalk live: the "
+                             "offline default for offline-window, its streaming fine-tune for lookahead)")
     parser.add_argument("--audio", type=Path, default=None, help="speech file (default: the demo clip repeated)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
@@ -160,13 +162,15 @@ def main() -> None:
                      for s in args.lookahead_seconds]
         else:
             runs += [(mode, {"lookahead_frames": n}) for n in args.lookahead_frames]
-    pipe = load_pipeline(args.model)
+    from pestalk_hf.live import default_model
+
+    pipes = {mode: load_pipeline(args.model or default_model(mode)) for mode, _ in runs}
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         path = speech_file(args.seconds, Path(tmp), args.audio)
         for mode, timing in runs:
             chunk_ms = DEFAULT_CHUNK_MS[mode] if args.chunk_ms is None else args.chunk_ms
-            r = run_once(pipe, path, mode=mode, timing=timing, chunk_ms=chunk_ms, pace=not args.no_pace,
+            r = run_once(pipes[mode], path, mode=mode, timing=timing, chunk_ms=chunk_ms, pace=not args.no_pace,
                          emotion=not args.no_emotion_meter)
             r["load_average_1min_after"] = round(os.getloadavg()[0], 2)
             results.append(r)
@@ -178,7 +182,8 @@ def main() -> None:
                   f"{r['dropped_chunks']}, merged {r['merged_chunks']}, frames dropped {r['frames_dropped']}, "
                   f"stale {r['frames_stale']}", flush=True)
     meta = {"cpu_count": os.cpu_count(), "torch_threads": __import__("torch").get_num_threads(),
-            "load_average": os.getloadavg(), "model": args.model or "default"}
+            "load_average": os.getloadavg(),
+            "model": args.model or {mode: Path(default_model(mode)).name for mode in pipes}}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"meta": meta, "runs": results}, indent=2))

@@ -17,6 +17,9 @@ __version__ = "0.1.0"
 
 #: The embedded default model (trained by hub_scripts/train.py on EmoStyle-Synth; see MODEL_CARD.md).
 DEFAULT_MODEL = str(Path(__file__).resolve().parent / "default_model")
+#: The embedded default of ``pestalk live --streaming-mode lookahead``: DEFAULT_MODEL fine-tuned in the
+#: streaming mode (2 frames of look-ahead, 30 frames of left context; configs/default_stream.yaml, MODEL_CARD.md).
+DEFAULT_STREAM_MODEL = str(Path(__file__).resolve().parent / "default_stream_model")
 
 # In-process Auto* registration (parler-tts pattern) ...
 AutoConfig.register(PESTalkConfig.model_type, PESTalkConfig, exist_ok=True)

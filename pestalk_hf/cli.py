@@ -278,15 +278,17 @@ def _remove_new(before: dict[Path, tuple[int, int] | None]) -> None:
                 pass
 
 
-def _load(model: str | None, device: str | None, int8: bool = False, dtype: str = "fp32"):
+def _load(model: str | None, device: str | None, int8: bool = False, dtype: str = "fp32", default: str | None = None):
+    """The pipeline on ``model``, or on ``default`` (an embedded model folder; DEFAULT_MODEL if None)."""
     import torch
 
     from . import DEFAULT_MODEL
     from .pipeline import load_pipeline
 
-    path = model or DEFAULT_MODEL
-    if model is None and not (Path(DEFAULT_MODEL) / "config.json").exists():
-        raise FileNotFoundError(f"the embedded default model is missing at {DEFAULT_MODEL}; pass --model")
+    default = default or DEFAULT_MODEL
+    path = model or default
+    if model is None and not (Path(default) / "config.json").exists():
+        raise FileNotFoundError(f"the embedded default model is missing at {default}; pass --model")
     try:
         return load_pipeline(path, device=device or "cpu", int8=int8, dtype=getattr(torch, DTYPES[dtype]))
     except Exception as error:  # corrupt safetensors, wrongly typed config fields, missing files, ...

@@ -253,7 +253,6 @@ def test_lookahead_mode_file_reaches_livelink_and_vmc_early_with_the_streaming_m
     import torch
 
     from pestalk_hf.blendshapes import ARKIT_NAMES
-    from pestalk_hf.streaming import with_streaming_mode
 
     ll, vmc = LiveLinkReceiver(), VmcReceiver()
     csv = tmp_path / "lookahead.csv"
@@ -275,15 +274,30 @@ def test_lookahead_mode_file_reaches_livelink_and_vmc_early_with_the_streaming_m
     recorded = read_livelink_csv(csv)
     assert recorded.shape == (n_frames, 52)
     assert recorded.min() >= 0.0 and recorded.max() <= 1.0 and recorded[:, 24].max() > 0.1  # jawOpen moves
-    # the frames are the streaming mode's: the whole clip through the same weights with the masks on (the
-    # voiceprint is the one estimated from the first 3 s; the live one converges to it over those seconds)
-    streamed = with_streaming_mode(pipe.model, 2, 30)
+    # the frames are the streaming mode's: the whole clip through the embedded streaming fine-tune (the model
+    # this mode loads without --model) with its masks on (the voiceprint is the one estimated from the first
+    # 3 s; the live one converges to it over those seconds)
+    from pestalk_hf import DEFAULT_STREAM_MODEL
+    from pestalk_hf.pipeline import load_pipeline
+
+    streamed = load_pipeline(DEFAULT_STREAM_MODEL).model
+    assert streamed.config.streaming_lookahead_frames == 2 and streamed.config.streaming_left_context_frames == 30
     voiceprint = torch.from_numpy(np.asarray(pipe.voiceprint_backend.embed(audio[:48000]), dtype=np.float32))
     with torch.inference_mode():
         expected = streamed.animate(torch.from_numpy(audio), voiceprint).blendshapes[0].numpy()
         offline = pipe.model.animate(torch.from_numpy(audio), voiceprint).blendshapes[0].numpy()
-    assert np.abs(recorded - expected).mean() < 0.005 and np.abs(recorded - expected).max() < 0.05
-    assert np.abs(recorded - offline).mean() > 4 * np.abs(recorded - expected).mean()  # not the offline window
+    # not the offline model's frames, nor those of the offline model merely run with the masks (the two
+    # other candidates); the rest of the gap to `expected` is the live voiceprint still converging in the
+    # first 3 s, which moves the style track (exact equality with a fixed voiceprint: test_streaming_model)
+    from pestalk_hf.streaming import with_streaming_mode
+
+    with torch.inference_mode():
+        masked = with_streaming_mode(pipe.model, 2, 30).animate(torch.from_numpy(audio), voiceprint).blendshapes[0].numpy()
+    gap = np.abs(recorded - expected)
+    assert gap.mean() < 0.01, gap.mean()
+    for other in (offline, masked):
+        assert np.abs(recorded - other).mean() > 2.5 * gap.mean()
+        assert (gap.mean(1) < np.abs(recorded - other).mean(1)).mean() > 0.8  # frame by frame, mostly
 
     # Live Link Face: every frame once, numbered and timed on the audio clock, values = the recording
     times, values, numbers = ll.frames()

@@ -12,12 +12,13 @@ Modules: :mod:`.sources` (audio in), :mod:`.protocols` (wire formats), :mod:`.ou
 
 from .outputs import Frame, LiveLinkOutput, Output, OutputError, VmcOutput, WebSocketOutput
 from .protocols import VMC_MAPPINGS, VmcMapping, encode_livelink_packet, encode_vmc_bundle, livelink_values
-from .session import STREAMING_MODES, EmotionMeter, LiveSession, SessionResult, make_animator, open_outputs
+from .session import (STREAMING_MODES, EmotionMeter, LiveSession, SessionResult, default_model, make_animator,
+                      open_outputs)
 from .sources import AudioSource, FileSource, MicrophoneSource, SourceError, TcpPcmSource
 
 __all__ = [
     "AudioSource", "EmotionMeter", "FileSource", "Frame", "LiveLinkOutput", "LiveSession", "MicrophoneSource",
     "Output", "OutputError", "STREAMING_MODES", "SessionResult", "SourceError", "TcpPcmSource", "VMC_MAPPINGS",
     "VmcMapping", "VmcOutput", "WebSocketOutput", "encode_livelink_packet", "encode_vmc_bundle",
-    "livelink_values", "make_animator", "open_outputs",
+    "default_model", "livelink_values", "make_animator", "open_outputs",
 ]

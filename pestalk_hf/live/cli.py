@@ -27,13 +27,14 @@ examples:
   pestalk live --vmc 127.0.0.1:39539 --vmc-names vrm0     # drive a VTuber avatar
   pestalk live --web                                       # then open http://127.0.0.1:8765/
   pestalk live --file speech.wav --web --record take.csv   # a file at real-time speed
-  pestalk live --livelink 127.0.0.1:11111 --streaming-mode lookahead   # ~0.15-0.2 s behind, lower quality
+  pestalk live --livelink 127.0.0.1:11111 --streaming-mode lookahead   # ~0.14 s behind (streaming fine-tune)
 
 streaming modes:
   offline-window (default)  the offline model on a sliding window: full quality, ~0.4-0.5 s behind the voice
-  lookahead                 bounded look-ahead (--lookahead-frames, default 2 = 67 ms; 20 ms blocks): ~0.15-0.2 s
-                            behind. The embedded model runs in it without a streaming fine-tune: measured on
-                            real speech, jaw correlation 0.91 -> 0.75 (GRID), emotion accuracy 57 -> 29 % (EmoDB)
+  lookahead                 bounded look-ahead (--lookahead-frames, default 2 = 67 ms; 20 ms blocks): ~0.14 s
+                            behind (p95 0.15 s on 2 cores). Without --model it runs the embedded streaming
+                            fine-tune; measured on real speech against the offline model: jaw correlation
+                            0.92 -> 0.89 (GRID s1), 0.73 -> 0.65 (GRID new speakers), emotion 59 -> 43 % (EmoDB)
 """
 
 
@@ -116,8 +117,9 @@ def add_live_parser(sub) -> argparse.ArgumentParser:
                    help="how the model streams. offline-window (default): the offline model re-run on the last "
                         "--context-seconds, frames --lookahead-seconds old (full quality, ~0.4-0.5 s behind). "
                         "lookahead: the model's bounded look-ahead mode, every layer sees at most "
-                        "--lookahead-frames ahead (~0.15-0.2 s behind; the embedded model is not fine-tuned for it "
-                        "and loses quality: lip-sync and emotion reading are weaker, see the README)")
+                        "--lookahead-frames ahead (~0.14 s behind; without --model the embedded streaming "
+                        "fine-tune, whose lip-sync is close to the offline model's but whose emotion reading "
+                        "is weaker, see the README)")
     m.add_argument("--chunk-ms", type=float, default=None,  # range checked by the source
                    help="audio block size in ms, 5-1000 (default " + ", ".join(
                        f"{v:g} in {k}" for k, v in DEFAULT_CHUNK_MS.items()) + ")")
@@ -142,7 +144,7 @@ def _message(text: str) -> None:
 def cmd_live(args: argparse.Namespace) -> int:
     from ..cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, _check_device, _load, _one_line
     from .outputs import LiveLinkOutput, VmcOutput, WebSocketOutput
-    from .session import DEFAULT_CHUNK_MS, EmotionMeter, LiveSession, make_animator, open_outputs
+    from .session import DEFAULT_CHUNK_MS, EmotionMeter, LiveSession, default_model, make_animator, open_outputs
     from .sources import FileSource, MicrophoneSource, SourceError, TcpPcmSource, list_input_devices
 
     def usage(text: str) -> int:
@@ -188,7 +190,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         outputs += [VmcOutput(h, p, mapping=args.vmc_names) for h, p in args.vmc]
         _check_device(args.device)
         source.open()  # no microphone, PortAudio missing, port in use, bad file: a usage error, before the model
-        pipe = _load(args.model, args.device, args.int8, args.dtype)
+        pipe = _load(args.model, args.device, args.int8, args.dtype, default=default_model(args.streaming_mode))
         _, forward, _ = pipe._sanitize_parameters(emotion=args.emotion, intensity=args.intensity,
                                                   speaker_style=args.speaker_style, style_top_k=args.style_top_k)
         timing = {"lookahead_frames": args.lookahead_frames, "context_seconds": args.context_seconds,

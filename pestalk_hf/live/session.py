@@ -43,8 +43,10 @@ from .sources import AudioSource, SourceError
 #: the last ``context_seconds`` and emits frames ``lookahead_seconds`` old (latency ≈ block + 0.3 s + compute).
 #: ``lookahead``: :class:`pestalk_hf.streaming.LookaheadStreamingAnimator` runs the model in its bounded
 #: look-ahead mode (every layer sees at most ``lookahead_frames`` frames ahead; latency ≈ block +
-#: (L + 1) / 30 s + 12.5 ms + compute). The offline window stays the default: the embedded model has not been
-#: fine-tuned with the streaming masks (``configs/default_stream.yaml`` is not run yet) and loses quality there.
+#: (L + 1) / 30 s + 12.5 ms + compute), by default on :data:`pestalk_hf.DEFAULT_STREAM_MODEL`, the embedded
+#: model fine-tuned with the streaming masks (:func:`default_model`). The offline window stays the default
+#: mode: it keeps the offline model's full quality (the streaming fine-tune reads emotions less well: EmoDB
+#: held-out 59 → 43 %, MODEL_CARD.md).
 STREAMING_MODES: tuple[str, ...] = ("offline-window", "lookahead")
 #: Audio block per mode (ms) when none is given: the look-ahead mode emits a chunk of L + 1 frames as soon
 #: as its audio is in, so small blocks cut the wait; the offline window re-runs 2 s per push, so it takes 100 ms.
@@ -53,6 +55,16 @@ DEFAULT_CHUNK_MS: dict[str, float] = {"offline-window": 100.0, "lookahead": 20.0
 DEFAULT_LOOKAHEAD_FRAMES = 2
 #: Largest look-ahead accepted (1 s): beyond it the offline window is the better choice.
 MAX_LOOKAHEAD_FRAMES = 30
+
+
+def default_model(mode: str) -> str:
+    """The embedded model folder a streaming mode runs when no model is given: the offline default for
+    ``offline-window``, its streaming fine-tune (:data:`pestalk_hf.DEFAULT_STREAM_MODEL`) for ``lookahead``."""
+    from .. import DEFAULT_MODEL, DEFAULT_STREAM_MODEL
+
+    if mode not in STREAMING_MODES:
+        raise ValueError(f"unknown streaming mode {mode!r}; choose one of {', '.join(STREAMING_MODES)}")
+    return DEFAULT_STREAM_MODEL if mode == "lookahead" else DEFAULT_MODEL
 
 
 def make_animator(*, model: Any, voiceprint_backend: Any, mode: str = "offline-window", context_seconds: int = 2,
