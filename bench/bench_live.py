@@ -2,7 +2,7 @@
 
 A speech file (default: the shipped LJ Speech clip repeated to ``--seconds``) is played at real-time speed
 through :class:`pestalk_hf.live.FileSource` in blocks of each mode's default size (``pestalk live``'s: 100 ms
-for ``offline-window``, 20 ms for ``lookahead``; ``--chunk-ms`` for one size), animated by the streaming
+for ``offline-window``, 10 ms for ``lookahead``; ``--chunk-ms`` for one size), animated by the streaming
 animator that ``pestalk live`` uses (:func:`pestalk_hf.live.make_animator`) and sent as Live Link Face packets
 to a UDP receiver on this machine. For every frame, latency = the time its ``sendto`` returned − the time its audio
 sample was captured (block arrival − the samples after it in the block), so it counts the block

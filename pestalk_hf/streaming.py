@@ -33,7 +33,7 @@ class _VoiceprintEstimator:
     """Voiceprint from the first ``seconds`` of the stream, then frozen (so the style does not flicker).
 
     ``every_seconds``: re-embed the audio so far at most this often (None = on every update); the speaker
-    embedding of up to ``seconds`` of audio costs tens of ms, too much for every 20 ms audio block."""
+    embedding of up to ``seconds`` of audio costs tens of ms, too much for every 10 ms audio block."""
 
     def __init__(self, backend: VoiceprintBackend | None, sampling_rate: int, seconds: float,
                  every_seconds: float | None = None) -> None:

@@ -247,7 +247,7 @@ def test_make_animator_is_keyword_only(pipe):
 
 
 def test_lookahead_mode_file_reaches_livelink_and_vmc_early_with_the_streaming_models_frames(pipe, tmp_path, capsys):
-    """``--streaming-mode lookahead``: the bounded look-ahead model, in 20 ms blocks. Every frame reaches the
+    """``--streaming-mode lookahead``: the bounded look-ahead model, in 10 ms blocks. Every frame reaches the
     pylivelinkface decoder and the python-osc server, on the audio clock, with the values the streaming mode
     computes for the whole clip (not the offline window's), and well under the offline window's 0.3 s wait."""
     import torch
@@ -266,7 +266,7 @@ def test_lookahead_mode_file_reaches_livelink_and_vmc_early_with_the_streaming_m
     wall = time.monotonic() - t0
     err = capsys.readouterr().err
     assert code == EXIT_OK, err
-    assert "lookahead mode, 20 ms blocks" in err
+    assert "lookahead mode, 10 ms blocks" in err
     audio = demo_audio()
     n_frames = -(-len(audio) * 30 // 16000)
     assert wall >= len(audio) / 16000 * 0.95, "the file was not played at real-time speed"
@@ -316,7 +316,7 @@ def test_lookahead_mode_file_reaches_livelink_and_vmc_early_with_the_streaming_m
     np.testing.assert_allclose(got, recorded, atol=2e-6)
 
     # latency: the offline window cannot go below its 0.3 s look-ahead + a frame; this mode waits ≤ 112.5 ms
-    # (chunk of 3 frames + half an STFT window) + a 20 ms block + compute (generous bound: a loaded CI machine)
+    # (chunk of 3 frames + half an STFT window) + a 10 ms block + compute (generous bound: a loaded CI machine)
     latency = float(re.search(r"median latency (\d+) ms", err).group(1))
     assert latency < 300, err
     assert "0 dropped" in err and "emotion" in err

@@ -27,12 +27,12 @@ examples:
   pestalk live --vmc 127.0.0.1:39539 --vmc-names vrm0     # drive a VTuber avatar
   pestalk live --web                                       # then open http://127.0.0.1:8765/
   pestalk live --file speech.wav --web --record take.csv   # a file at real-time speed
-  pestalk live --livelink 127.0.0.1:11111 --streaming-mode lookahead   # ~0.14 s behind (streaming fine-tune)
+  pestalk live --livelink 127.0.0.1:11111 --streaming-mode lookahead   # ~0.13 s behind (streaming fine-tune)
 
 streaming modes:
   offline-window (default)  the offline model on a sliding window: full quality, ~0.4-0.5 s behind the voice
-  lookahead                 bounded look-ahead (--lookahead-frames, default 2 = 67 ms; 20 ms blocks): ~0.14 s
-                            behind (p95 0.15 s on 2 cores). Without --model it runs the embedded streaming
+  lookahead                 bounded look-ahead (--lookahead-frames, default 2 = 67 ms; 10 ms blocks): ~0.13 s
+                            behind (p95 0.14 s on 2 cores). Without --model it runs the embedded streaming
                             fine-tune; measured on real speech against the offline model: jaw correlation
                             0.92 -> 0.89 (GRID s1), 0.73 -> 0.65 (GRID new speakers), emotion 59 -> 43 % (EmoDB)
 """
@@ -117,7 +117,7 @@ def add_live_parser(sub) -> argparse.ArgumentParser:
                    help="how the model streams. offline-window (default): the offline model re-run on the last "
                         "--context-seconds, frames --lookahead-seconds old (full quality, ~0.4-0.5 s behind). "
                         "lookahead: the model's bounded look-ahead mode, every layer sees at most "
-                        "--lookahead-frames ahead (~0.14 s behind; without --model the embedded streaming "
+                        "--lookahead-frames ahead (~0.13 s behind; without --model the embedded streaming "
                         "fine-tune, whose lip-sync is close to the offline model's but whose emotion reading "
                         "is weaker, see the README)")
     m.add_argument("--chunk-ms", type=float, default=None,  # range checked by the source

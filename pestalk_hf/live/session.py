@@ -50,7 +50,7 @@ from .sources import AudioSource, SourceError
 STREAMING_MODES: tuple[str, ...] = ("offline-window", "lookahead")
 #: Audio block per mode (ms) when none is given: the look-ahead mode emits a chunk of L + 1 frames as soon
 #: as its audio is in, so small blocks cut the wait; the offline window re-runs 2 s per push, so it takes 100 ms.
-DEFAULT_CHUNK_MS: dict[str, float] = {"offline-window": 100.0, "lookahead": 20.0}
+DEFAULT_CHUNK_MS: dict[str, float] = {"offline-window": 100.0, "lookahead": 10.0}
 #: Look-ahead (frames at 30 fps) of the ``lookahead`` mode when the model was not saved in the streaming mode.
 DEFAULT_LOOKAHEAD_FRAMES = 2
 #: Largest look-ahead accepted (1 s): beyond it the offline window is the better choice.
