@@ -26,6 +26,16 @@ def _range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _factors(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(0.5 <= v <= 2.0 for v in values):
+        raise argparse.ArgumentTypeError(f"must be comma-separated factors in [0.5, 2], got {text!r}")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid-dataset", required=True, help="3D-EmoStyle folder built from video/grid_s1")
@@ -43,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pause-seconds", type=_range, default=(0.2, 0.6), metavar="MIN,MAX",
                    help="length range of the pauses inserted into augmented copies")
     p.add_argument("--p-pause", type=float, default=0.35, help="share of augmented copies given a pause")
+    p.add_argument("--speed-factors", type=_factors, default=None, metavar="F,F,...",
+                   help="speed-perturbation factors of the augmented copies (default 0.9,0.95,1.05,1.1); "
+                        "> 1 is faster speech")
+    p.add_argument("--p-speed", type=float, default=None, help="share of augmented copies speed-perturbed (default 0.5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", "-o", required=True)
     return p
@@ -61,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                            emotion_scale=args.emotion_scale, seed=args.seed,
                            tts_datasets=tuple(args.tts), tts_copies=args.tts_copies,
                            synth_datasets=tuple(args.synth), synth_fraction=args.synth_fraction,
-                           augment={"pause_seconds": args.pause_seconds, "p_pause": args.p_pause})
+                           augment={"pause_seconds": args.pause_seconds, "p_pause": args.p_pause,
+                                    **({} if args.speed_factors is None else {"speed_factors": args.speed_factors}),
+                                    **({} if args.p_speed is None else {"p_speed": args.p_speed})})
     try:
         summary = build_real_mix(config, args.output)
     except (ValueError, FileNotFoundError) as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,3 +250,21 @@ def test_inserted_pause_is_silent_and_labelled_at_rest(where):
     brow = ARKIT_BLENDSHAPE_NAMES.index("browInnerUp")
     assert np.allclose(middle[:, brow], 0.5)  # ...the upper face holds its value
     assert np.allclose(lab[:f0, JAW], 0.5) and (where == "end" or np.allclose(lab[f0 + 12:, JAW], 0.5))
+
+
+def test_make_real_mix_speed_options_reach_the_augmentation_and_bad_values_are_usage_errors(capsys):
+    """--speed-factors / --p-speed of hub_scripts/make_real_mix.py: parsed into the mix's augmentation
+    config; malformed or out-of-range factors are argparse errors (exit 2) that name the option."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_real_mix", Path(__file__).parents[1] / "hub_scripts" / "make_real_mix.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    parser = script.build_parser()
+    args = parser.parse_args(["--grid-dataset", "g", "-o", "o", "--speed-factors", "0.95,1.2,1.4", "--p-speed", "0.7"])
+    assert args.speed_factors == (0.95, 1.2, 1.4) and args.p_speed == 0.7
+    assert parser.parse_args(["--grid-dataset", "g", "-o", "o"]).speed_factors is None  # AugmentConfig's default
+    for bad in ("fast", "1.2,", "3.0", "0.1,1.1"):
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args(["--grid-dataset", "g", "-o", "o", "--speed-factors", bad])
+        assert stop.value.code == 2 and "--speed-factors" in capsys.readouterr().err
