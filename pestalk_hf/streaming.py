@@ -261,7 +261,7 @@ class LookaheadStreamingAnimator:
         self.buffer_start = 0  # absolute sample of buffer[0]; always a whole second
         self.total = 0
         self.emitted = 0  # frames emitted (a multiple of the chunk until flush)
-        # per frame from _cache_start on: E (F,), C (F,), projected style (style_dim,)
+        # approximate mode (context_seconds): per frame from _cache_start on, E (F,), C (F,), projected style
         self._cache: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._cache_start = 0
         # exact mode: every Conformer block and decoder layer keeps its state between chunks
