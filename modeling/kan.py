@@ -143,18 +143,25 @@ class ConformerConvModule(nn.Module):
     ) -> torch.Tensor:
         """``(B, T, d)`` with ``frame_mask`` ``(B, T)`` (True = valid) → ``(B, T, d)``. With ``stream`` the
         depthwise conv's taps that would read a later chunk are off (bounded look-ahead)."""
+        h = self.gated(x, frame_mask)
+        if stream is None:
+            h = self.depthwise(h)
+        else:
+            taps = conv_taps_allowed(stream.frame_chunks(h.shape[-1], h.device), self.depthwise.kernel_size[0])
+            h = masked_conv1d(h, self.depthwise, taps)
+        return self.output(h)
+
+    def gated(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The depthwise conv's input: LayerNorm → pointwise conv → GLU, ``(B, T, d)`` → ``(B, d, T)``."""
         h = self.norm(x)
         if frame_mask is not None:
             h = h.masked_fill(~frame_mask.unsqueeze(-1), 0.0)  # padding must not leak into valid frames
-        h = F.glu(self.pointwise_in(h.transpose(1, 2)), dim=1)
-        if stream is None:
-            h = self.depthwise(h).transpose(1, 2)
-        else:
-            taps = conv_taps_allowed(stream.frame_chunks(h.shape[-1], h.device), self.depthwise.kernel_size[0])
-            h = masked_conv1d(h, self.depthwise, taps).transpose(1, 2)
-        h = F.silu(self.depthwise_norm(h))
-        h = self.pointwise_out(h.transpose(1, 2)).transpose(1, 2)
-        return self.dropout(h)
+        return F.glu(self.pointwise_in(h.transpose(1, 2)), dim=1)
+
+    def output(self, h: torch.Tensor) -> torch.Tensor:
+        """After the depthwise conv: LayerNorm → SiLU → pointwise conv, ``(B, d, T)`` → ``(B, T, d)``."""
+        h = F.silu(self.depthwise_norm(h.transpose(1, 2)))
+        return self.dropout(self.pointwise_out(h.transpose(1, 2)).transpose(1, 2))
 
 
 class KANConformerBlock(nn.Module):
@@ -235,27 +242,19 @@ class ConformerBlockCache:
 
 
 def _conv_module_step(module: ConformerConvModule, x: torch.Tensor, cache: ConformerBlockCache,
-                      chunks: torch.Tensor) -> torch.Tensor:
-    """:class:`ConformerConvModule` on new frames ``x`` ``(1, n, d)`` of a stream, reading the cached conv
-    inputs of earlier frames; ``chunks`` ``(n,)``: their chunk indices. Updates ``cache.conv``."""
-    k = module.depthwise.kernel_size[0]
-    half = k // 2
-    g = F.glu(module.pointwise_in(module.norm(x).transpose(1, 2)), dim=1)  # (1, d, n)
+                      stream: StreamingContext) -> torch.Tensor:
+    """:class:`ConformerConvModule` on the new frames ``x`` ``(1, n, d)`` of a stream (from ``cache.next_frame``),
+    the depthwise conv reading the cached inputs of the frames before them. Updates ``cache.conv``."""
+    half = module.depthwise.kernel_size[0] // 2
+    g = module.gated(x)  # (1, d, n)
     past = cache.conv if cache.conv is not None else g[:, :, :0]
-    # zeros before the stream's first frame and after the newest one: the offline conv's zero padding
-    # (later frames are not read anyway: their chunk is later, or they are past the end of the clip)
-    full = torch.cat([g.new_zeros(g.shape[0], g.shape[1], half - past.shape[-1]), past, g, g.new_zeros(*g.shape[:2], half)], -1)
-    windows = full.unfold(2, k, 1)  # (1, d, n, K): window of new frame t starts at t - half
-    n = g.shape[-1]
-    src = torch.arange(n, device=x.device)[:, None] + torch.arange(k, device=x.device)[None, :] - half  # (n, K)
-    src_chunk = torch.where((src >= 0) & (src < n), chunks[src.clamp(0, n - 1)], chunks[:1].expand(n, k) - 1)
-    taps = src_chunk <= chunks[:, None]  # taps before the new frames read earlier (complete) chunks: allowed
-    h = torch.einsum("bctk,ck->bct", windows * taps.to(g.dtype)[None, None], module.depthwise.weight[:, 0])
-    if module.depthwise.bias is not None:
-        h = h + module.depthwise.bias[None, :, None]
-    h = F.silu(module.depthwise_norm(h.transpose(1, 2)))
+    # before the stream's first frame: zeros, the offline conv's padding (masked_conv1d pads after the newest)
+    h = torch.cat([g.new_zeros(*g.shape[:2], half - past.shape[-1]), past, g], -1)
+    frames = torch.arange(h.shape[-1], device=x.device) + cache.next_frame - half
+    taps = conv_taps_allowed(torch.div(frames, stream.chunk, rounding_mode="floor"), 2 * half + 1)
+    h = masked_conv1d(h, module.depthwise, taps)[:, :, half:]  # the new frames' outputs
     cache.conv = torch.cat([past, g], -1)[:, :, -half:] if half else None
-    return module.pointwise_out(h.transpose(1, 2)).transpose(1, 2)
+    return module.output(h)
 
 
 def conformer_block_step(block: KANConformerBlock, x: torch.Tensor, cache: ConformerBlockCache,
@@ -281,7 +280,7 @@ def conformer_block_step(block: KANConformerBlock, x: torch.Tensor, cache: Confo
     mask = attention_mask(stream.allowed_between(query_pos, key_pos), None, q.dtype)[0]
     h, _ = block.attn(q, keys, keys, attn_mask=mask, need_weights=False)
     x = x + block.attn_dropout(h)
-    x = x + _conv_module_step(block.conv, x, cache, torch.div(query_pos, stream.chunk, rounding_mode="floor"))
+    x = x + _conv_module_step(block.conv, x, cache, stream)
     x = x + 0.5 * block.ffn2(x)
     cache.keys = keys[:, -stream.left:] if stream.left else None
     cache.next_frame = first + n

@@ -587,6 +587,16 @@ class PeriodicPositionalEncoding(nn.Module):
         return self.dropout(x + self.pe[idx].to(x.dtype))
 
 
+class DecoderLayerCache:
+    """What one decoder layer keeps between chunks of a stream (see :class:`~.kan.ConformerBlockCache`): its
+    attention keys and values ``(1, heads, ≤ left, d_head)`` of the frames before :attr:`next_frame`."""
+
+    def __init__(self) -> None:
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+        self.next_frame = 0
+
+
 class BiasedSelfAttentionLayer(nn.Module):
     """Pre-LN transformer layer whose self-attention adds the periodic ALiBi bias."""
 
@@ -601,10 +611,18 @@ class BiasedSelfAttentionLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.attn_dropout = dropout
 
-    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(B, T, d)``; ``attn_bias`` ``(B, H, T, T)`` additive (bias + padding) → ``(B, T, d)``."""
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor, cache: DecoderLayerCache | None = None,
+                keep: int = 0) -> torch.Tensor:
+        """``x`` ``(B, T, d)``; ``attn_bias`` ``(B, H, T, K)`` additive (bias + padding) → ``(B, T, d)``.
+
+        ``cache`` (cached streaming, :meth:`StyleGuidedDecoder.step`): the keys and values it holds of earlier
+        frames come before ``x``'s own (``K = cached + T``); it then keeps the last ``keep`` of them."""
         b, t, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            if cache.keys is not None:
+                k, v = torch.cat([cache.keys, k], 2), torch.cat([cache.values, v], 2)
+            cache.keys, cache.values = (k[:, :, -keep:], v[:, :, -keep:]) if keep else (None, None)
         h = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_bias.to(q.dtype), dropout_p=self.attn_dropout if self.training else 0.0
         )
@@ -657,30 +675,14 @@ class StyleGuidedDecoder(nn.Module):
         first, n = caches[0].next_frame, features.shape[1]
         h = self.ppe(self.in_proj(features), first)
         for layer, cache in zip(self.layers, caches):
-            b, t, d = h.shape
-            q, k, v = layer.qkv(layer.norm1(h)).view(b, t, 3, layer.num_heads, d // layer.num_heads).permute(2, 0, 3, 1, 4)
-            if cache.keys is not None:
-                k, v = torch.cat([cache.keys, k], 2), torch.cat([cache.values, v], 2)
-            key_pos = torch.arange(first + n - k.shape[2], first + n, device=h.device)
-            query_pos = key_pos[-n:]
+            cached = 0 if cache.keys is None else cache.keys.shape[2]
+            key_pos = torch.arange(first - cached, first + n, device=h.device)
+            query_pos = key_pos[cached:]
             bias = periodic_alibi_bias_between(self.num_heads, query_pos, key_pos, self.period) + attention_mask(
                 stream.allowed_between(query_pos, key_pos), None, h.dtype)
-            att = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None].to(q.dtype))
-            h = h + layer.out(att.transpose(1, 2).reshape(b, t, d))
-            h = h + layer.ffn(layer.norm2(h))
-            cache.keys, cache.values = (k[:, :, -stream.left:], v[:, :, -stream.left:]) if stream.left else (None, None)
+            h = layer(h, bias[None], cache, keep=stream.left)
             cache.next_frame = first + n
         return self.output(self.norm(h))
-
-
-class DecoderLayerCache:
-    """What one decoder layer keeps between chunks of a stream (see :class:`~.kan.ConformerBlockCache`): its
-    attention keys and values ``(1, heads, ≤ left, d_head)`` of the frames before :attr:`next_frame`."""
-
-    def __init__(self) -> None:
-        self.keys: torch.Tensor | None = None
-        self.values: torch.Tensor | None = None
-        self.next_frame = 0
 
 
 # ----------------------------------------------------------------------------------------- losses

@@ -143,8 +143,7 @@ def load_audio(
                   and _check_rate(sampling_rate) == SAMPLING_RATE):
         # already what was asked for (e.g. the voiceprint step re-validating the pipeline's waveform)
         seconds = len(source) / SAMPLING_RATE
-        if max_seconds is not None and seconds > max_seconds:
-            raise AudioError(f"audio is {seconds:.2f} s long; the limit is {max_seconds:g} s")
+        _check_length(seconds, max_seconds)
         return _finish_mono(source.copy() if copy else source, seconds)
     decoded = _read_source(source, sampling_rate, max_seconds, pcm16)
     if isinstance(decoded, _Mono):
@@ -311,6 +310,11 @@ def _to_channels_last(samples: np.ndarray) -> np.ndarray:
     return samples if channel_axis == 1 else samples.T
 
 
+def _check_length(seconds: float, limit: float | None) -> None:
+    if limit is not None and seconds > limit:
+        raise AudioError(f"audio is {seconds:.2f} s long; the limit is {limit:g} s")
+
+
 def _finish(samples: np.ndarray, rate: int, max_seconds: float | None, copy: bool = True) -> np.ndarray:
     """Validate raw (N, C) float32 samples, mix to mono, resample to 16 kHz, then :func:`_finish_mono`."""
     if samples.shape[0] == 0:
@@ -319,8 +323,7 @@ def _finish(samples: np.ndarray, rate: int, max_seconds: float | None, copy: boo
     if not all(np.isfinite(samples[i : i + _BLOCK_VALUES]).all() for i in range(0, samples.shape[0], _BLOCK_VALUES)):
         raise AudioError("audio contains NaN or infinite sample values")
     seconds = samples.shape[0] / rate
-    if max_seconds is not None and seconds > max_seconds:
-        raise AudioError(f"audio is {seconds:.2f} s long; the limit is {max_seconds:g} s")
+    _check_length(seconds, max_seconds)
     # Mono input needs no mixing: the float64 mean would cost two copies of a 1 h clip (0.7 GB) to
     # return the same values. With copy=False (the voiceprint step re-validating a loaded waveform)
     # the caller's float32 array itself is returned when nothing else changes.
@@ -386,9 +389,7 @@ def _check_header(what: str, rate: Any, channels: Any, seconds: float | None, ma
         raise AudioError(f"{what} declares {channels} channels; at most {MAX_FILE_CHANNELS} are supported")
     if seconds is None:
         return
-    limit = max_seconds if max_seconds is not None else MAX_DECODE_SECONDS
-    if seconds > limit:
-        raise AudioError(f"audio is {seconds:.2f} s long; the limit is {limit:g} s")
+    _check_length(seconds, max_seconds if max_seconds is not None else MAX_DECODE_SECONDS)
     if rate and channels and seconds * rate * channels > MAX_DECODED_VALUES:
         raise AudioError(
             f"{what} holds too much audio data: {seconds:.2f} s × {rate} Hz × {channels} channels is more than "

@@ -328,10 +328,14 @@ class ResemblyzerBackend(VoiceprintBackend):
         for index, wav in enumerate(waveforms):
             gain = np.float32(_rz_gain(wav) if self.preprocess else 1.0)
             windows = voiceprint_windows(len(wav), _RZ_WINDOW_SAMPLES)
+
+            def window_audio(window: slice) -> np.ndarray:  # float32, gain applied (int16 clips: converted here)
+                segment = pcm16_to_float(wav[window])
+                return segment * gain if gain != 1.0 else segment
+
             kept = 0
             for window in windows:
-                segment = pcm16_to_float(wav[window])
-                segment = segment * gain if gain != 1.0 else segment
+                segment = window_audio(window)
                 if self.preprocess:
                     segment = _rz_vad_trim(segment)
                     if segment is None:
@@ -340,8 +344,7 @@ class ResemblyzerBackend(VoiceprintBackend):
                 kept += 1
             if kept == 0:  # no speech found anywhere: the untrimmed clip, window by window
                 for window in windows:
-                    segment = pcm16_to_float(wav[window])
-                    add_segment(index, segment * gain if gain != 1.0 else segment)
+                    add_segment(index, window_audio(window))
         run_pending()
         return (sums / counts[:, None]).astype(np.float32)
 
