@@ -34,7 +34,7 @@ streaming modes:
   lookahead                 bounded look-ahead (--lookahead-frames, default 2 = 67 ms; 10 ms blocks): ~0.13 s
                             behind (p95 0.14 s on 2 cores). Without --model it runs the embedded streaming
                             fine-tune; measured on real speech against the offline model: jaw correlation
-                            0.92 -> 0.89 (GRID s1), 0.73 -> 0.65 (GRID new speakers), emotion 59 -> 43 % (EmoDB)
+                            0.92 -> 0.89 (GRID s1), 0.73 -> 0.65 (GRID new speakers), emotion 58 -> 43 % (EmoDB)
 """
 
 

@@ -46,7 +46,7 @@ from .sources import AudioSource, SourceError
 #: (L + 1) / 30 s + 12.5 ms + compute), by default on :data:`pestalk_hf.DEFAULT_STREAM_MODEL`, the embedded
 #: model fine-tuned with the streaming masks (:func:`default_model`). The offline window stays the default
 #: mode: it keeps the offline model's full quality (the streaming fine-tune reads emotions less well: EmoDB
-#: held-out 59 → 43 %, MODEL_CARD.md).
+#: held-out 58 → 43 %, MODEL_CARD.md).
 STREAMING_MODES: tuple[str, ...] = ("offline-window", "lookahead")
 #: Audio block per mode (ms) when none is given: the look-ahead mode emits a chunk of L + 1 frames as soon
 #: as its audio is in, so small blocks cut the wait; the offline window re-runs 2 s per push, so it takes 100 ms.
