@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emodb-test-speakers", type=_csv, default=d.emodb_test_speakers,
                    help="held-out EmoDB speakers (must match those kept out of training)")
     p.add_argument("--ljspeech", default=d.ljspeech, help="LJSpeech folder (metadata.csv, *.flac)")
+    p.add_argument("--ljspeech-chapters", type=lambda t: None if t.strip().lower() == "all" else _csv(t),
+                   default=d.ljspeech_chapters,
+                   help=f"LJSpeech chapters to read, or 'all' (default {','.join(d.ljspeech_chapters)}: "
+                        "the chapters the default model's training leaves out)")
     p.add_argument("--sections", type=_csv, default=d.sections, help="any of talking_faces,phones,emotion")
     p.add_argument("--max-clips", type=int, default=None, help="at most this many clips per set (quick runs)")
     p.add_argument("--device", default=None, help="torch device for the model (default: CPU)")

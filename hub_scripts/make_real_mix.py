@@ -36,6 +36,10 @@ def _factors(text: str) -> tuple[float, ...]:
     return values
 
 
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid-dataset", required=True, help="3D-EmoStyle folder built from video/grid_s1")
@@ -57,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speed-perturbation factors of the augmented copies (default 0.9,0.95,1.05,1.1); "
                         "> 1 is faster speech")
     p.add_argument("--p-speed", type=float, default=None, help="share of augmented copies speed-perturbed (default 0.5)")
+    p.add_argument("--ljspeech", default=None, metavar="LJ_DIR",
+                   help="LJSpeech folder (metadata.csv, *.flac): real English read speech, labels built on its forced alignment")
+    p.add_argument("--ljspeech-alignment", default=None, metavar="JSON",
+                   help="alignment cache to reuse/extend (default: OUTPUT/ljspeech_alignment.json)")
+    p.add_argument("--ljspeech-holdout", default=None, metavar="CHAPTERS",
+                   help="LJSpeech chapters kept for evaluation only (default LJ001,LJ002: the ones evaluate_real.py reads)")
+    p.add_argument("--ljspeech-copies", type=int, default=3, help="augmented copies per LJSpeech train clip")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", "-o", required=True)
     return p
@@ -70,11 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     from pestalk_hf.data.real_mix import RealMixConfig, build_real_mix
 
     config = RealMixConfig(grid_dataset=args.grid_dataset, emodb_folder=args.emodb,
-                           emodb_holdout=tuple(s.strip() for s in args.emodb_holdout.split(",") if s.strip()),
+                           emodb_holdout=_list(args.emodb_holdout),
                            grid_copies=args.grid_copies, emodb_copies=args.emodb_copies,
                            emotion_scale=args.emotion_scale, seed=args.seed,
                            tts_datasets=tuple(args.tts), tts_copies=args.tts_copies,
                            synth_datasets=tuple(args.synth), synth_fraction=args.synth_fraction,
+                           ljspeech_folder=args.ljspeech, ljspeech_alignment=args.ljspeech_alignment,
+                           ljspeech_copies=args.ljspeech_copies,
+                           **({} if args.ljspeech_holdout is None else {"ljspeech_holdout": _list(args.ljspeech_holdout)}),
                            augment={"pause_seconds": args.pause_seconds, "p_pause": args.p_pause,
                                     **({} if args.speed_factors is None else {"speed_factors": args.speed_factors}),
                                     **({} if args.p_speed is None else {"p_speed": args.p_speed})})

@@ -70,6 +70,7 @@ from typing import Any
 import numpy as np
 
 from .blendshapes import LIPS_CLOSED_THRESHOLD, lip_aperture as _lip_aperture
+from .data.aligner import LJSPEECH_TEST_CHAPTERS, ljspeech_chapter
 from .metrics import emotion_accuracy, lbe, mbe
 from .modeling.configuration_pestalk import ARKIT_BLENDSHAPE_NAMES
 
@@ -534,6 +535,8 @@ class RealEvalConfig:
     emodb: str = "speech/emodb"
     emodb_test_speakers: tuple[str, ...] = DEFAULT_EMODB_TEST_SPEAKERS
     ljspeech: str = "speech/ljspeech"
+    # the chapters the default model's training leaves out (the real mix trains on the others); None: all
+    ljspeech_chapters: tuple[str, ...] | None = LJSPEECH_TEST_CHAPTERS
     sections: tuple[str, ...] = ("talking_faces", "phones", "emotion")
     max_clips: int | None = None  # per set, for quick runs
     device: str | None = None
@@ -554,6 +557,8 @@ class RealEvalConfig:
         self.sections = tuple(self.sections)
         self.grid_new_speakers = tuple(self.grid_new_speakers)
         self.emodb_test_speakers = tuple(self.emodb_test_speakers)
+        if self.ljspeech_chapters is not None:
+            self.ljspeech_chapters = tuple(self.ljspeech_chapters)
 
     def path(self, rel: str | Path) -> Path:
         """``rel`` as given when absolute; else under ``assets`` (or as given when only that exists)."""
@@ -819,7 +824,8 @@ def _normalise_alignment(result: Iterable[Any]) -> list[Phone]:
     return phones
 
 
-def ljspeech_rows(root: Path, limit: int | None = None) -> list[dict[str, str]]:
+def ljspeech_rows(root: Path, limit: int | None = None, chapters: Sequence[str] | None = None) -> list[dict[str, str]]:
+    """The clips of ``root/metadata.csv`` whose audio exists, of ``chapters`` only (None: all), at most ``limit``."""
     rows = []
     with open(root / "metadata.csv", newline="", encoding="utf-8") as f:
         for rec in csv.reader(f):
@@ -828,9 +834,13 @@ def ljspeech_rows(root: Path, limit: int | None = None) -> list[dict[str, str]]:
             path = root / rec[0]
             if not path.suffix:
                 path = path.with_suffix(".flac")
-            if path.is_file():
+            if path.is_file() and (chapters is None or ljspeech_chapter(path.name) in chapters):
                 rows.append({"id": path.stem, "path": str(path), "text": rec[2] if len(rec) > 2 and rec[2] else rec[1]})
     return _take(rows, limit)
+
+
+def _lj_chapters(cfg: RealEvalConfig) -> str:
+    return "all chapters" if cfg.ljspeech_chapters is None else "chapters " + ", ".join(cfg.ljspeech_chapters)
 
 
 def run_phones(runner: ModelRunner, cfg: RealEvalConfig, cache_root: Path, shared: dict[str, Any]) -> dict[str, Any]:
@@ -873,15 +883,16 @@ def run_phones(runner: ModelRunner, cfg: RealEvalConfig, cache_root: Path, share
     else:
         cache_json = cache_root / "ljspeech_alignment.json"
         try:
-            summary = aligner.align_ljspeech(lj, cache_json, limit=cfg.max_clips)
+            summary = aligner.align_ljspeech(lj, cache_json, limit=cfg.max_clips, chapters=cfg.ljspeech_chapters)
             aligned = aligner.load_alignment_cache(cache_json)
         except Exception as exc:  # noqa: BLE001 - e.g. the aligner's extra (pocketsphinx) not installed
             summary, aligned = {"error": f"{type(exc).__name__}: {exc}"}, {}
-        rows = ljspeech_rows(lj, cfg.max_clips)
+        rows = ljspeech_rows(lj, cfg.max_clips, cfg.ljspeech_chapters)
         clips = [PhoneClip(r["id"], r["path"], _normalise_alignment(aligned[Path(r["path"]).name]), "arpabet")
                  for r in rows if Path(r["path"]).name in aligned]
         if clips:
-            what = f"LJSpeech ({len(clips)} of {len(rows)} clips aligned by {aligner.__name__}, cache {cache_json})"
+            what = (f"LJSpeech {_lj_chapters(cfg)} ({len(clips)} of {len(rows)} clips aligned by {aligner.__name__}, "
+                    f"cache {cache_json})")
             out["sets"]["ljspeech"] = {"what": what,
                                        "alignment": summary, "model": phone_metrics(model_items(clips, "ljspeech"), cfg)}
         else:
@@ -966,7 +977,7 @@ def run_emotion(runner: ModelRunner, cfg: RealEvalConfig, shared: dict[str, Any]
         neutral_sets["arctic"] = [(f"arctic:{w.stem}", str(w)) for w in arctic_wavs]
     lj = cfg.path(cfg.ljspeech)
     if (lj / "metadata.csv").is_file():
-        neutral_sets["ljspeech"] = [(f"ljspeech:{r['id']}", r["path"]) for r in ljspeech_rows(lj, cfg.max_clips)]
+        neutral_sets["ljspeech"] = [(f"ljspeech:{r['id']}", r["path"]) for r in ljspeech_rows(lj, cfg.max_clips, cfg.ljspeech_chapters)]
     out["neutral_read_speech"] = {}
     for name, items in neutral_sets.items():
         got = []

@@ -112,15 +112,20 @@ def test_align_resamples_other_rates(assets):
     assert matched >= 0.9 and np.median(errors) < 0.03
 
 
-def test_align_ljspeech_cache_is_resumable(assets, tmp_path):
+def _ljspeech_folder(assets, folder, audio_name: str, missing_name: str):
+    """An LJSpeech-shaped folder: ARCTIC a0009 as ``audio_name`` and a metadata row without audio."""
     _needs_pocketsphinx()
-    folder = tmp_path / "lj"
     folder.mkdir()
-    shutil.copy(assets / "speech" / "cmu_arctic" / "arctic_a0009.wav", folder / "a.wav")
+    shutil.copy(assets / "speech" / "cmu_arctic" / "arctic_a0009.wav", folder / audio_name)
     (folder / "metadata.csv").write_text(
         "file,text,normalized_text,seconds,original_sample_rate\n"
-        f'a.wav,"{A0009}","{A0009}",3.095,16000\n'
-        'missing.wav,"No audio.","No audio.",1.0,16000\n')
+        f'{audio_name},"{A0009}","{A0009}",3.095,16000\n'
+        f'{missing_name},"No audio.","No audio.",1.0,16000\n')
+    return folder
+
+
+def test_align_ljspeech_cache_is_resumable(assets, tmp_path):
+    folder = _ljspeech_folder(assets, tmp_path / "lj", "a.wav", "missing.wav")
     out = tmp_path / "cache.json"
     summary = A.align_ljspeech(folder, out)
     assert summary["aligned_now"] == 1 and summary["failed"] == 1
@@ -130,3 +135,10 @@ def test_align_ljspeech_cache_is_resumable(assets, tmp_path):
     assert again["aligned_now"] == 0 and again["total"] == 1
     phones = A.load_alignment_cache(out)["a.wav"]
     assert phones[1].name == "HH"
+
+
+def test_align_ljspeech_reads_only_the_chapters_asked_for(assets, tmp_path):
+    folder = _ljspeech_folder(assets, tmp_path / "lj", "LJ001-0001.wav", "LJ003-0001.wav")  # LJ003 would fail
+    summary = A.align_ljspeech(folder, tmp_path / "cache.json", chapters=A.LJSPEECH_TEST_CHAPTERS)
+    assert summary["aligned_now"] == 1 and summary["failed"] == 0
+    assert A.ljspeech_chapter("LJ003-0001.flac") == "LJ003" == A.ljspeech_chapter("/x/y/LJ003-0001")

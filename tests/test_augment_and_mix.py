@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -167,22 +168,26 @@ def test_rest_pose_is_the_median_quiet_frame_not_pulled_by_onsets():
     assert rest[JAW] == pytest.approx(0.02, abs=1e-6)  # the mean of the quiet frames would be 0.076
 
 
-def test_real_mix_from_a_tiny_grid_dataset_and_real_emodb(tmp_path, assets):
-    """Build the mix from a two-clip 3D-EmoStyle folder and the real EmoDB folder; read it back."""
-    from pestalk_hf.data.loading import load_clips
-    from pestalk_hf.data.real_mix import RealMixConfig, build_real_mix
+def _tiny_grid_dataset(folder: Path) -> Path:
+    """A two-clip 3D-EmoStyle folder: half a second at rest (jawOpen 0.03), then a tone with the jaw open."""
     from pestalk_hf.data.schema import make_row, write_parquet_shard
 
-    rng = np.random.default_rng(0)
-    grid = tmp_path / "grid"
     rows = []
     for i in range(2):
         wav = np.concatenate([np.zeros(SR // 2, np.float32), _tone(1.0, 150 + 50 * i)])
         lab = np.zeros((num_frames_for(len(wav)), 52), np.float32)
         lab[:, JAW] = np.where(np.arange(len(lab)) < 15, 0.03, 0.3)
         rows.append(make_row(id=f"g{i}", waveform=wav, blendshapes=lab, speaker="s1", emotion="neutral", source="grid"))
-    write_parquet_shard(rows, grid / "data" / "train-00000.parquet")
-    write_parquet_shard(rows[:1], grid / "data" / "test-00000.parquet")
+    write_parquet_shard(rows, folder / "data" / "train-00000.parquet")
+    write_parquet_shard(rows[:1], folder / "data" / "test-00000.parquet")
+    return folder
+
+
+def test_real_mix_from_a_tiny_grid_dataset_and_real_emodb(tmp_path, assets):
+    """Build the mix from a two-clip 3D-EmoStyle folder and the real EmoDB folder; read it back."""
+    from pestalk_hf.data.loading import load_clips
+    from pestalk_hf.data.real_mix import RealMixConfig, build_real_mix
+    grid = _tiny_grid_dataset(tmp_path / "grid")
     # a small EmoDB: the real labels.csv restricted to 4 clips (two speakers, one of them held out)
     emodb = assets / "speech" / "emodb"
     lines = (emodb / "labels.csv").read_text(encoding="utf-8").splitlines()
@@ -225,6 +230,48 @@ def test_real_mix_from_a_tiny_grid_dataset_and_real_emodb(tmp_path, assets):
     for rid, r in original.items():
         assert np.array_equal(synth["synth_" + rid]["blendshapes"], r["blendshapes"])
         assert synth["synth_" + rid]["speaker"] == "tts/" + r["speaker"]
+
+
+def test_real_mix_ljspeech_source_aligns_once_and_holds_out_whole_chapters(tmp_path, assets):
+    """Two real LJSpeech clips (held-out chapter LJ001, training chapter LJ003): forced-aligned into the
+    cache, labels built on the phones (lips closed on /m/ and /p/), the LJ001 clip in ``test`` only."""
+    pytest.importorskip("pocketsphinx", reason="needs the 'synth' extra: pip install -e '.[synth]'")
+    from pestalk_hf.blendshapes import lip_aperture
+    from pestalk_hf.data.aligner import ljspeech_chapter, load_alignment_cache
+    from pestalk_hf.data.loading import load_clips
+    from pestalk_hf.data.real_mix import RealMixConfig, build_real_mix
+
+    lj = assets / "speech" / "ljspeech"
+    lines = (lj / "metadata.csv").read_text(encoding="utf-8").splitlines()
+    keep = [ln for ln in lines[1:] if ln.startswith(("LJ001-0009.flac", "LJ003-0003.flac"))]
+    assert len(keep) == 2
+    small = tmp_path / "lj"
+    small.mkdir()
+    (small / "metadata.csv").write_text("\n".join([lines[0]] + keep) + "\n", encoding="utf-8")
+    for ln in keep:
+        (small / ln.split(",")[0]).symlink_to(lj / ln.split(",")[0])
+    config = RealMixConfig(grid_dataset=str(_tiny_grid_dataset(tmp_path / "grid")), grid_copies=0,
+                           ljspeech_folder=str(small), ljspeech_copies=2)
+    summary = build_real_mix(config, tmp_path / "mix", progress=False)
+    assert summary["ljspeech_alignment"]["aligned_now"] == 2 and summary["ljspeech_alignment"]["failed"] == 0
+    train = [r for r in load_clips(tmp_path / "mix", split="train") if r["source"].startswith("ljspeech")]
+    test = [r for r in load_clips(tmp_path / "mix", split="test") if r["source"].startswith("ljspeech")]
+    assert [r["id"] for r in test] == ["ljspeech_LJ001-0009"]  # held out, no augmented copies
+    assert len(train) == 3 and {ljspeech_chapter(r["id"].removeprefix("ljspeech_").split("_aug")[0]) for r in train} == {"LJ003"}
+    assert all(r["speaker"] == "ljspeech" and r["emotion"] == 0 for r in train + test)
+    original = next(r for r in train if r["source"] == "ljspeech")
+    assert original["sentence"].startswith("Prisoners were committed")
+    assert original["blendshapes"].shape == (num_frames_for(len(original["waveform"])), 52)
+    # lips closed in the middle of the aligned /m/ of "committed" and /p/ of "capacity"
+    phones = load_alignment_cache(tmp_path / "mix" / "ljspeech_alignment.json")["LJ003-0003.flac"]
+    aperture = lip_aperture(original["blendshapes"])
+    bilabials = [p for p in phones if p.name in ("M", "P")]
+    assert len(bilabials) >= 2
+    for p in bilabials:
+        assert aperture[int(round(30 * (p.start + p.end) / 2))] < 0.1, p
+    # a rebuild reuses the cache: nothing is aligned again
+    config2 = dataclasses.replace(config, ljspeech_alignment=str(tmp_path / "mix" / "ljspeech_alignment.json"))
+    assert build_real_mix(config2, tmp_path / "mix2", progress=False)["ljspeech_alignment"]["aligned_now"] == 0
 
 
 @pytest.mark.parametrize("where", ["start", "inside", "end"])

@@ -156,6 +156,19 @@ def test_confusion_matrix_counts():
     assert set(er.EMODB_TO_OURS.values()) <= set(emotions) and "boredom" not in er.EMODB_TO_OURS
 
 
+def test_ljspeech_rows_keep_the_held_out_chapters_by_default(tmp_path):
+    (tmp_path / "metadata.csv").write_text(
+        "file,text,normalized_text,seconds,original_sample_rate\n"
+        + "".join(f"{c}-0001.flac,Text {c}.,Text {c}.,1.0,22050\n" for c in ("LJ001", "LJ002", "LJ003", "LJ004")))
+    for c in ("LJ001", "LJ002", "LJ003"):  # LJ004's audio is missing
+        (tmp_path / f"{c}-0001.flac").write_bytes(b"")
+    cfg = er.RealEvalConfig(output=str(tmp_path / "out"))
+    assert cfg.ljspeech_chapters == ("LJ001", "LJ002")
+    assert [r["id"] for r in er.ljspeech_rows(tmp_path, chapters=cfg.ljspeech_chapters)] == ["LJ001-0001", "LJ002-0001"]
+    assert [r["id"] for r in er.ljspeech_rows(tmp_path, limit=1, chapters=("LJ003",))] == ["LJ003-0001"]
+    assert len(er.ljspeech_rows(tmp_path, chapters=None)) == 3
+
+
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="unknown sections"):
         er.RealEvalConfig(output="x", sections=("lips",))

@@ -421,7 +421,7 @@ def boundary_errors(hyp: Sequence[AlignedPhone], ref: Sequence[AlignedPhone]) ->
     return np.asarray(errs), matched / max(len(b), 1)
 
 
-def _read_audio_16k(path: Path) -> np.ndarray:
+def read_audio_16k(path: Path) -> np.ndarray:
     import soundfile as sf
 
     wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
@@ -433,10 +433,24 @@ def _read_audio_16k(path: Path) -> np.ndarray:
     return wav
 
 
+#: LJSpeech chapters (``LJ001-0107`` → ``LJ001``) kept out of training: the real-speech evaluation
+#: (:mod:`pestalk_hf.evaluation_real`) reads these, the real mix (:mod:`pestalk_hf.data.real_mix`) trains on
+#: the others. Whole chapters, so held-out clips are other text, not neighbouring sentences of one passage.
+LJSPEECH_TEST_CHAPTERS = ("LJ001", "LJ002")
+
+
+def ljspeech_chapter(clip_id: str) -> str:
+    """The chapter of an LJSpeech clip id or file name (``LJ003-0012.flac`` → ``LJ003``)."""
+    return Path(clip_id).name.split("-", 1)[0]
+
+
 def align_ljspeech(folder: str | os.PathLike, out_json: str | os.PathLike,
-                   aligner: Aligner | None = None, limit: int | None = None) -> dict[str, Any]:
+                   aligner: Aligner | None = None, limit: int | None = None,
+                   chapters: Sequence[str] | None = None) -> dict[str, Any]:
     """Align the LJSpeech clips listed in ``folder/metadata.csv`` (file, text, normalized_text, seconds)
     into a JSON cache ``{"aligner", "clips": {file: Alignment.to_json() + text}, "failed": {file: why}}``.
+    ``chapters`` (e.g. :data:`LJSPEECH_TEST_CHAPTERS`) keeps only those chapters; ``limit`` then takes the
+    first clips of what is left.
 
     Resumable: clips already in ``out_json`` are kept and not redone. Writes atomically. Returns a
     summary with counts and the wall time of this call.
@@ -453,13 +467,15 @@ def align_ljspeech(folder: str | os.PathLike, out_json: str | os.PathLike,
     audio_s, done = 0.0, 0
     with open(folder / "metadata.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
+    if chapters is not None:
+        rows = [r for r in rows if ljspeech_chapter(r["file"]) in chapters]
     for row in rows[:limit]:
         name = row["file"]
         if name in cache["clips"]:
             continue
         text = row.get("normalized_text") or row["text"]
         try:
-            wav = _read_audio_16k(folder / name)
+            wav = read_audio_16k(folder / name)
             result = aligner.align(wav, SAMPLING_RATE, text)
         except (AlignmentError, OSError, RuntimeError) as exc:
             cache["failed"][name] = str(exc)

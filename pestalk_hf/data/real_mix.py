@@ -13,6 +13,12 @@ Sources (all read by path, nothing copied into the project):
   ``emotion_scale``, everything on top of the **rest pose measured on GRID's real labels** (silent
   frames), plus blinks. Boredom has no class among our eight emotions and is left out (counted in the
   summary). Speakers ``emodb_holdout`` are written to the ``test`` split only.
+* **LJSpeech** (optional, ``ljspeech_folder``; public domain): real human English read speech, one speaker.
+  Its faces are unknown too, so its labels are built like EmoDB's (neutral), on the phones that
+  :func:`~pestalk_hf.data.aligner.align_ljspeech` forced-aligns from the transcripts (a resumable JSON
+  cache). Real English coarticulation at reading speed, which GRID's slow command sentences and the TTS
+  voices lack. Chapters ``ljspeech_holdout`` (:data:`LJSPEECH_TEST_CHAPTERS`, the chapters the real-speech
+  evaluation reads) go to the ``test`` split only.
 * **EmoStyle-Synth** (optional, ``synth_datasets``): the synthetic benchmark's ``train`` split as it is
   (eSpeak voices, eight emotions, known styles), a random ``synth_fraction`` of its clips.
 * **Neutral English TTS** (optional, ``tts_datasets``): EmoStyle-Synth folders made with Kokoro-82M voices
@@ -36,6 +42,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from .aligner import LJSPEECH_TEST_CHAPTERS, ljspeech_chapter
 from .augment import AugmentConfig, augment_clip
 from .schema import ARKIT_BLENDSHAPE_NAMES, EMOTIONS, FPS, SAMPLING_RATE, decode_audio_bytes, make_row, num_frames_for, \
     write_parquet_shard
@@ -181,6 +188,10 @@ class RealMixConfig:
     synth_datasets: tuple[str, ...] = ()
     synth_fraction: float = 1.0
     synth_copies: int = 0
+    ljspeech_folder: str | None = None
+    ljspeech_alignment: str | None = None  # align_ljspeech's JSON cache; default: <output>/ljspeech_alignment.json
+    ljspeech_holdout: tuple[str, ...] = LJSPEECH_TEST_CHAPTERS
+    ljspeech_copies: int = 3
 
 
 def _parquet_rows(folder: str, split: str) -> Iterator[dict[str, Any]]:
@@ -281,6 +292,7 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
             labels = built_labels(aligned[row["id"]], wav, "neutral", rest, rng, config.emotion_scale)
             emit_with_copies("train", config.tts_copies, "tts_" + row["id"], wav, labels, "tts", speaker=row["speaker"],
                              emotion="neutral", sentence=row["sentence"])
+    ljspeech_summary = _add_ljspeech(config, out, rest, rng, emit_with_copies, progress) if config.ljspeech_folder else None
     for folder in config.synth_datasets:
         # EmoStyle-Synth as it is (its own labels, emotions and known styles): keeps the model's behaviour
         # on the synthetic benchmark, and adds prosody-varied emotional TTS for the classifier
@@ -297,12 +309,36 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
     for split in buffers:
         flush(split)
     summary = {"config": asdict(config), "counts": {k.split(":")[0]: 0 for k in counts}, "shards": shards,
-               "skipped_boredom": skipped_boredom, "rest_pose": {n: round(float(v), 4) for n, v in zip(ARKIT_BLENDSHAPE_NAMES, rest)},
+               "skipped_boredom": skipped_boredom, "ljspeech_alignment": ljspeech_summary, "rest_pose": {n: round(float(v), 4) for n, v in zip(ARKIT_BLENDSHAPE_NAMES, rest)},
                "emotions": list(EMOTIONS), "fps": FPS}
     for k, v in counts.items():
         summary["counts"][k.split(":")[0]] += v
     (out / "mix.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     (out / "README.md").write_text(_card(summary), encoding="utf-8")
+    return summary
+
+
+def _add_ljspeech(config: RealMixConfig, out: Path, rest: np.ndarray, rng: np.random.Generator,
+                  emit_with_copies: Any, progress: bool) -> dict[str, Any]:
+    """Align LJSpeech (cached, resumable), build its labels and emit its clips; returns the alignment summary."""
+    from tqdm.auto import tqdm
+
+    from .aligner import align_ljspeech, load_alignment_cache, read_audio_16k, to_ipa
+
+    folder = Path(config.ljspeech_folder)
+    if not (folder / "metadata.csv").is_file():
+        raise FileNotFoundError(f"{folder}/metadata.csv not found (the LJSpeech folder: metadata.csv and *.flac)")
+    cache = Path(config.ljspeech_alignment) if config.ljspeech_alignment else out / "ljspeech_alignment.json"
+    summary = align_ljspeech(folder, cache)
+    aligned = load_alignment_cache(cache)
+    texts = json.loads(cache.read_text(encoding="utf-8"))["clips"]
+    for name in tqdm(sorted(aligned), desc="LJSpeech", disable=not progress):
+        wav = read_audio_16k(folder / name)
+        phones = [Phone(p.name, p.start, p.end, p.word) for p in to_ipa(aligned[name])]
+        labels = built_labels(phones, wav, "neutral", rest, rng, config.emotion_scale)
+        split = "test" if ljspeech_chapter(name) in config.ljspeech_holdout else "train"
+        emit_with_copies(split, config.ljspeech_copies if split == "train" else 0, "ljspeech_" + Path(name).stem, wav,
+                         labels, "ljspeech", speaker="ljspeech", emotion="neutral", sentence=texts[name]["text"])
     return summary
 
 
