@@ -41,6 +41,8 @@ def _list(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pestalk_hf.data.aligner import LJSPEECH_TEST_CHAPTERS
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid-dataset", required=True, help="3D-EmoStyle folder built from video/grid_s1")
     p.add_argument("--emodb", default=None, help="EmoDB folder (labels.csv, *.wav, *.lablaut)")
@@ -65,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LJSpeech folder (metadata.csv, *.flac): real English read speech, labels built on its forced alignment")
     p.add_argument("--ljspeech-alignment", default=None, metavar="JSON",
                    help="alignment cache to reuse/extend (default: OUTPUT/ljspeech_alignment.json)")
-    p.add_argument("--ljspeech-holdout", default=None, metavar="CHAPTERS",
-                   help="LJSpeech chapters kept for evaluation only (default LJ001,LJ002: the ones evaluate_real.py reads)")
+    p.add_argument("--ljspeech-holdout", type=_list, default=LJSPEECH_TEST_CHAPTERS, metavar="CHAPTERS",
+                   help=f"LJSpeech chapters kept for evaluation only (default {','.join(LJSPEECH_TEST_CHAPTERS)}: "
+                        "the ones evaluate_real.py reads)")
     p.add_argument("--ljspeech-copies", type=int, default=3, help="augmented copies per LJSpeech train clip")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", "-o", required=True)
@@ -87,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                            tts_datasets=tuple(args.tts), tts_copies=args.tts_copies,
                            synth_datasets=tuple(args.synth), synth_fraction=args.synth_fraction,
                            ljspeech_folder=args.ljspeech, ljspeech_alignment=args.ljspeech_alignment,
-                           ljspeech_copies=args.ljspeech_copies,
-                           **({} if args.ljspeech_holdout is None else {"ljspeech_holdout": _list(args.ljspeech_holdout)}),
+                           ljspeech_copies=args.ljspeech_copies, ljspeech_holdout=args.ljspeech_holdout,
                            augment={"pause_seconds": args.pause_seconds, "p_pause": args.p_pause,
                                     **({} if args.speed_factors is None else {"speed_factors": args.speed_factors}),
                                     **({} if args.p_speed is None else {"p_speed": args.p_speed})})

@@ -15,8 +15,8 @@ material is missing:
     split's labels when given, else of the group's references themselves — an in-sample floor), and a
     loudness→jawOpen linear fit (other channels = that mean pose; fit on the same clips as the mean pose).
 (b) **Phone-labelled speech** — CMU ARCTIC a0009 (HTS labels), EmoDB held-out speakers (``*.lablaut``),
-    LJSpeech when an aligner (``pestalk_hf.data.aligner``) is installed; the MediaPipe labels of GRID s1
-    clips (phones from a GRID lexicon spread over the corpus's word timings) give the reference value
+    LJSpeech forced-aligned by ``pestalk_hf.data.aligner`` (skipped without its ``synth`` extra); the
+    MediaPipe labels of GRID s1 clips (phones from a GRID lexicon spread over the corpus's word timings) give the reference value
     a real face reaches under the same definitions. Metrics: share of bilabials with the lips closed
     (:func:`bilabial_closure`), jawOpen on open vowels vs consonants (:func:`jaw_by_phone_class`),
     share of pauses ≥ 200 ms with jawOpen at rest (:func:`pauses_at_rest`).
@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib
 import json
 import math
 import re
@@ -70,7 +69,7 @@ from typing import Any
 import numpy as np
 
 from .blendshapes import LIPS_CLOSED_THRESHOLD, lip_aperture as _lip_aperture
-from .data.aligner import LJSPEECH_TEST_CHAPTERS, ljspeech_chapter
+from .data.aligner import LJSPEECH_TEST_CHAPTERS, align_ljspeech, ljspeech_chapter, load_alignment_cache
 from .metrics import emotion_accuracy, lbe, mbe
 from .modeling.configuration_pestalk import ARKIT_BLENDSHAPE_NAMES
 
@@ -795,17 +794,6 @@ def emodb_phone_clips(root: Path, speakers: Sequence[str], limit: int | None = N
     return _take(out, limit)
 
 
-def find_aligner() -> Any | None:
-    """The ``pestalk_hf.data.aligner`` module when it exists and offers ``align_ljspeech`` (resumable JSON
-    cache of forced alignments) and ``load_alignment_cache``; None otherwise (the LJSpeech set is skipped)."""
-    try:
-        module = importlib.import_module("pestalk_hf.data.aligner")
-    except ImportError:
-        return None
-    ok = all(callable(getattr(module, n, None)) for n in ("align_ljspeech", "load_alignment_cache"))
-    return module if ok else None
-
-
 def _normalise_alignment(result: Iterable[Any]) -> list[Phone]:
     """Aligner rows (objects with ``name``/``phone``/``label`` + ``start``/``end``, dicts, or
     ``(name, start, end, ...)`` tuples) → :class:`Phone` list."""
@@ -875,23 +863,20 @@ def run_phones(runner: ModelRunner, cfg: RealEvalConfig, cache_root: Path, share
         out["skipped"]["emodb"] = f"no EmoDB clips of speakers {cfg.emodb_test_speakers} with lablaut in {emodb}"
 
     lj = cfg.path(cfg.ljspeech)
-    aligner = find_aligner()
-    if aligner is None:
-        out["skipped"]["ljspeech"] = "no aligner: pestalk_hf.data.aligner (align_ljspeech, load_alignment_cache) is not installed"
-    elif not (lj / "metadata.csv").is_file():
+    if not (lj / "metadata.csv").is_file():
         out["skipped"]["ljspeech"] = f"no {lj}/metadata.csv"
     else:
         cache_json = cache_root / "ljspeech_alignment.json"
         try:
-            summary = aligner.align_ljspeech(lj, cache_json, limit=cfg.max_clips, chapters=cfg.ljspeech_chapters)
-            aligned = aligner.load_alignment_cache(cache_json)
+            summary = align_ljspeech(lj, cache_json, limit=cfg.max_clips, chapters=cfg.ljspeech_chapters)
+            aligned = load_alignment_cache(cache_json)
         except Exception as exc:  # noqa: BLE001 - e.g. the aligner's extra (pocketsphinx) not installed
             summary, aligned = {"error": f"{type(exc).__name__}: {exc}"}, {}
         rows = ljspeech_rows(lj, cfg.max_clips, cfg.ljspeech_chapters)
         clips = [PhoneClip(r["id"], r["path"], _normalise_alignment(aligned[Path(r["path"]).name]), "arpabet")
                  for r in rows if Path(r["path"]).name in aligned]
         if clips:
-            what = (f"LJSpeech {_lj_chapters(cfg)} ({len(clips)} of {len(rows)} clips aligned by {aligner.__name__}, "
+            what = (f"LJSpeech {_lj_chapters(cfg)} ({len(clips)} of {len(rows)} clips aligned by pestalk_hf.data.aligner, "
                     f"cache {cache_json})")
             out["sets"]["ljspeech"] = {"what": what,
                                        "alignment": summary, "model": phone_metrics(model_items(clips, "ljspeech"), cfg)}

@@ -187,6 +187,7 @@ def test_real_mix_from_a_tiny_grid_dataset_and_real_emodb(tmp_path, assets):
     """Build the mix from a two-clip 3D-EmoStyle folder and the real EmoDB folder; read it back."""
     from pestalk_hf.data.loading import load_clips
     from pestalk_hf.data.real_mix import RealMixConfig, build_real_mix
+
     grid = _tiny_grid_dataset(tmp_path / "grid")
     # a small EmoDB: the real labels.csv restricted to 4 clips (two speakers, one of them held out)
     emodb = assets / "speech" / "emodb"
