@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"LJSpeech chapters kept for evaluation only (default {','.join(LJSPEECH_TEST_CHAPTERS)}: "
                         "the ones evaluate_real.py reads)")
     p.add_argument("--ljspeech-copies", type=int, default=3, help="augmented copies per LJSpeech train clip")
+    p.add_argument("--grid-align", default=None, metavar="ALIGN_DIR",
+                   help="GRID word alignments (<id>.align, e.g. ../shared/assets/video/grid_s1/align): calibrate the "
+                        "built labels' viseme amplitudes on the GRID train clips' real faces (recommended)")
+    p.add_argument("--grid-alignment", default=None, metavar="JSON",
+                   help="forced-alignment cache of the GRID train clips (default: <output>/grid_alignment.json)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", "-o", required=True)
     return p
@@ -91,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                            synth_datasets=tuple(args.synth), synth_fraction=args.synth_fraction,
                            ljspeech_folder=args.ljspeech, ljspeech_alignment=args.ljspeech_alignment,
                            ljspeech_copies=args.ljspeech_copies, ljspeech_holdout=args.ljspeech_holdout,
+                           grid_align_dir=args.grid_align, grid_alignment=args.grid_alignment,
                            augment={"pause_seconds": args.pause_seconds, "p_pause": args.p_pause,
                                     **({} if args.speed_factors is None else {"speed_factors": args.speed_factors}),
                                     **({} if args.p_speed is None else {"p_speed": args.p_speed})})

@@ -868,7 +868,8 @@ def run_phones(runner: ModelRunner, cfg: RealEvalConfig, cache_root: Path, share
     else:
         cache_json = cache_root / "ljspeech_alignment.json"
         try:
-            summary = align_ljspeech(lj, cache_json, limit=cfg.max_clips, chapters=cfg.ljspeech_chapters)
+            summary = align_ljspeech(lj, cache_json, limit=cfg.max_clips, chapters=cfg.ljspeech_chapters,
+                                     progress=cfg.progress)
             aligned = load_alignment_cache(cache_json)
         except Exception as exc:  # noqa: BLE001 - e.g. the aligner's extra (pocketsphinx) not installed
             summary, aligned = {"error": f"{type(exc).__name__}: {exc}"}, {}

@@ -22,6 +22,12 @@ def test_normalize_words():
     assert A.normalize_words("... !") == []
 
 
+def test_grid_transcript_drops_silences():
+    text = "0 23750 sil\n23750 29500 bin\n29500 34000 blue\n34000 35500 sp\n35500 41000 at\n41000 74500 sil\n"
+    assert A.grid_transcript(text) == "bin blue at"
+    assert A.grid_transcript("") == ""
+
+
 def test_ipa_to_arpabet_and_back():
     assert A.ipa_to_arpabet("ˈaɪɚ") == ["AY", "ER"]
     assert A.ipa_to_arpabet("tʃ") == ["CH"]

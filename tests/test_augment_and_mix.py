@@ -20,7 +20,7 @@ from pestalk_hf.data.augment import (
     synthetic_room_impulse,
     telephone,
 )
-from pestalk_hf.data.real_mix import built_labels, parse_lablaut, rest_pose_from_labels, sampa_to_ipa
+from pestalk_hf.data.real_mix import built_labels, fit_viseme_gains, parse_lablaut, rest_pose_from_labels, sampa_to_ipa
 from pestalk_hf.data.schema import ARKIT_BLENDSHAPE_NAMES, SAMPLING_RATE, num_frames_for
 
 SR = SAMPLING_RATE
@@ -148,6 +148,57 @@ def test_built_built_labels_close_the_lips_on_bilabials_and_rest_in_silence():
     assert np.all(labels[:, ARKIT_BLENDSHAPE_NAMES.index("tongueOut")] == 0)
 
 
+def _phones(spec: str, step: float = 0.12, start: float = 0.3):
+    """IPA phones ``"m a i s u"`` of ``step`` seconds each from ``start``."""
+    from pestalk_hf.data.synth import Phone
+
+    return [Phone(name, start + k * step, start + (k + 1) * step, 0) for k, name in enumerate(spec.split())]
+
+
+def test_viseme_gains_recover_known_amplitudes_per_channel():
+    """Labels made as rest + gain × viseme curves give those gains back; a channel the face never moves
+    gets 0, a Left/Right pair shares one gain, a channel the viseme model never drives keeps 1."""
+    from pestalk_hf.data.synth import viseme_curves
+
+    idx = {n: i for i, n in enumerate(ARKIT_BLENDSHAPE_NAMES)}
+    true = {"jawOpen": 0.8, "mouthStretchLeft": 0.1, "mouthStretchRight": 0.1, "mouthPucker": 0.5,
+            "mouthLowerDownLeft": 0.2, "mouthLowerDownRight": 0.4}
+    rest = np.zeros(52, np.float32)
+    rest[JAW], rest[idx["mouthRollUpper"]] = 0.02, 0.05
+    tracks = []
+    for spec in ("m a i s u", "b i w ɑ p", "s ɛ t ɔ f"):
+        phones = _phones(spec)
+        x = viseme_curves(phones, 30)
+        labels = np.repeat(rest[None], 30, axis=0)
+        for name, g in true.items():
+            labels[:, idx[name]] += g * x[:, idx[name]]
+        tracks.append((labels, phones))
+    gains = fit_viseme_gains(tracks, rest)
+    assert gains[JAW] == pytest.approx(0.8, abs=1e-4) and gains[idx["mouthPucker"]] == pytest.approx(0.5, abs=1e-4)
+    assert gains[idx["mouthStretchLeft"]] == pytest.approx(0.1, abs=1e-4) == gains[idx["mouthStretchRight"]]
+    lower = gains[idx["mouthLowerDownLeft"]]
+    assert lower == gains[idx["mouthLowerDownRight"]] and 0.2 < lower < 0.4  # pooled
+    assert gains[idx["mouthFunnel"]] == 0.0  # driven by /u/ and /ɔ/, never moved by this face
+    assert gains[idx["mouthSmileLeft"]] == 1.0 and gains[idx["browInnerUp"]] == 1.0  # not the viseme model's
+
+
+def test_built_labels_scale_visemes_by_the_gains_and_still_close_the_lips():
+    from pestalk_hf.blendshapes import lip_aperture
+
+    stretch = ARKIT_BLENDSHAPE_NAMES.index("mouthStretchLeft")
+    phones = _phones("s i m i s")
+    wav = np.zeros(SR, np.float32)
+    rest = np.zeros(52, np.float32)
+    raw = built_labels(phones, wav, "neutral", rest, np.random.default_rng(0))
+    gains = np.ones(52, np.float32)
+    gains[stretch] = 0.1
+    scaled = built_labels(phones, wav, "neutral", rest, np.random.default_rng(0), gains=gains)
+    assert raw[:, stretch].max() > 0.3
+    np.testing.assert_allclose(scaled[:, stretch], 0.1 * raw[:, stretch], atol=1e-6)
+    m = int(round(30 * (phones[2].start + phones[2].end) / 2))
+    assert lip_aperture(scaled)[m] < 0.05  # the /m/ closes the lips, calibrated or not
+
+
 def test_rest_pose_is_measured_on_quiet_frames_only():
     wav = np.concatenate([np.zeros(SR // 2, np.float32), _tone(0.5)])
     labels = np.zeros((30, 52), np.float32)
@@ -179,7 +230,8 @@ def _tiny_grid_dataset(folder: Path) -> Path:
         lab[:, JAW] = np.where(np.arange(len(lab)) < 15, 0.03, 0.3)
         rows.append(make_row(id=f"g{i}", waveform=wav, blendshapes=lab, speaker="s1", emotion="neutral", source="grid"))
     write_parquet_shard(rows, folder / "data" / "train-00000.parquet")
-    write_parquet_shard(rows[:1], folder / "data" / "test-00000.parquet")
+    test = dict(rows[0], id="g_test")  # held-out sentences are other clips, with other ids
+    write_parquet_shard([test], folder / "data" / "test-00000.parquet")
     return folder
 
 
@@ -229,8 +281,13 @@ def test_real_mix_from_a_tiny_grid_dataset_and_real_emodb(tmp_path, assets):
     original = {r["id"]: r for r in load_clips(tmp_path / "tts", split="train")}
     assert len(synth) == len(original) == 2
     for rid, r in original.items():
-        assert np.array_equal(synth["synth_" + rid]["blendshapes"], r["blendshapes"])
-        assert synth["synth_" + rid]["speaker"] == "tts/" + r["speaker"]
+        assert np.array_equal(synth["synth_tts_" + rid]["blendshapes"], r["blendshapes"])
+        assert synth["synth_tts_" + rid]["speaker"] == "tts/" + r["speaker"]
+    # one folder given twice would write every id twice (and give clips each other's voiceprints): refused
+    with pytest.raises(ValueError, match="written twice"):
+        build_real_mix(RealMixConfig(grid_dataset=str(grid), grid_copies=0,
+                                     tts_datasets=(str(tmp_path / "tts"), str(tmp_path / "tts"))),
+                       tmp_path / "mix_twice", progress=False)
 
 
 def test_real_mix_ljspeech_source_aligns_once_and_holds_out_whole_chapters(tmp_path, assets):
@@ -273,6 +330,57 @@ def test_real_mix_ljspeech_source_aligns_once_and_holds_out_whole_chapters(tmp_p
     # a rebuild reuses the cache: nothing is aligned again
     config2 = dataclasses.replace(config, ljspeech_alignment=str(tmp_path / "mix" / "ljspeech_alignment.json"))
     assert build_real_mix(config2, tmp_path / "mix2", progress=False)["ljspeech_alignment"]["aligned_now"] == 0
+
+
+def test_real_mix_calibrates_built_labels_on_grid_faces(tmp_path, assets):
+    """Two real GRID s1 clips (their audio and word alignments) with a face that moves only its jaw, with
+    the loudness: the transcripts are forced-aligned once, the fitted gains keep the jaw and silence the
+    mouth channels this face never moves, and EmoDB's built labels follow those gains."""
+    pytest.importorskip("pocketsphinx", reason="needs the 'synth' extra: pip install -e '.[synth]'")
+    import dataclasses
+
+    from pestalk_hf.data.loading import load_clips
+    from pestalk_hf.data.real_mix import RealMixConfig, build_real_mix
+    from pestalk_hf.data.schema import make_row, write_parquet_shard
+    from pestalk_hf.data.synth import loudness_envelope
+    from pestalk_hf.data.video_io import decode_audio
+
+    grid_src = assets / "video" / "grid_s1"
+    rows = []
+    for clip in ("bbaf2n", "bbaf3s"):
+        wav, _ = decode_audio(grid_src / f"{clip}.mp4")
+        lab = np.zeros((num_frames_for(len(wav)), 52), np.float32)
+        lab[:, JAW] = 0.02 + 0.3 * loudness_envelope(wav, len(lab))
+        rows.append(make_row(id=clip, waveform=wav, blendshapes=lab, speaker="s1", emotion="neutral", source="grid"))
+    write_parquet_shard(rows, tmp_path / "grid" / "data" / "train-00000.parquet")
+    emodb = assets / "speech" / "emodb"
+    lines = (emodb / "labels.csv").read_text(encoding="utf-8").splitlines()
+    body = [ln for ln in lines[1:] if ln.startswith("03a01Fa")]
+    small = tmp_path / "emodb"
+    small.mkdir()
+    (small / "labels.csv").write_text("\n".join([lines[0]] + body) + "\n", encoding="utf-8")
+    for ln in body:
+        name = ln.split(",")[0]
+        (small / name).symlink_to(emodb / name)
+        (small / name.replace(".wav", ".lablaut")).symlink_to(emodb / name.replace(".wav", ".lablaut"))
+    config = RealMixConfig(grid_dataset=str(tmp_path / "grid"), grid_copies=0, emodb_folder=str(small), emodb_copies=0,
+                           emodb_holdout=(), grid_align_dir=str(grid_src / "align"))
+    summary = build_real_mix(config, tmp_path / "mix", progress=False)
+    assert summary["grid_alignment"]["aligned_now"] == 2 and summary["grid_alignment"]["clips_fitted"] == 2
+    gains = summary["viseme_gains"]
+    assert gains["jawOpen"] > 0.2  # the jaw opens with the loudness, so with the vowels
+    assert gains["mouthStretchLeft"] == gains["mouthFunnel"] == gains["mouthPucker"] == 0.0  # never moved
+    emo = [r for r in load_clips(tmp_path / "mix", split="train") if r["source"] == "emodb"]
+    assert len(emo) == len(body) > 0
+    for name in ("mouthStretchLeft", "mouthFunnel", "mouthPucker"):  # at rest: GRID's face never moves them
+        i = ARKIT_BLENDSHAPE_NAMES.index(name)
+        assert np.ptp(emo[0]["blendshapes"][:, i]) < 1e-6, name
+    assert np.ptp(emo[0]["blendshapes"][:, JAW]) > 0.1
+    again = build_real_mix(dataclasses.replace(config, grid_alignment=str(tmp_path / "mix" / "grid_alignment.json")),
+                           tmp_path / "mix2", progress=False)
+    assert again["grid_alignment"]["aligned_now"] == 0 and again["viseme_gains"] == gains
+    with pytest.raises(FileNotFoundError, match="no <id>.align"):
+        build_real_mix(dataclasses.replace(config, grid_align_dir=str(tmp_path)), tmp_path / "mix3", progress=False)
 
 
 @pytest.mark.parametrize("where", ["start", "inside", "end"])

@@ -38,7 +38,7 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -444,38 +444,29 @@ def ljspeech_chapter(clip_id: str) -> str:
     return Path(clip_id).name.split("-", 1)[0]
 
 
-def align_ljspeech(folder: str | os.PathLike, out_json: str | os.PathLike,
-                   aligner: Aligner | None = None, limit: int | None = None,
-                   chapters: Sequence[str] | None = None) -> dict[str, Any]:
-    """Align the LJSpeech clips listed in ``folder/metadata.csv`` (file, text, normalized_text, seconds)
-    into a JSON cache ``{"aligner", "clips": {file: Alignment.to_json() + text}, "failed": {file: why}}``.
-    ``chapters`` (e.g. :data:`LJSPEECH_TEST_CHAPTERS`) keeps only those chapters; ``limit`` then takes the
-    first clips of what is left.
+def align_cached(items: Iterable[tuple[str, str, Callable[[], np.ndarray]]], out_json: str | os.PathLike,
+                 aligner: Aligner | None = None, progress: bool = False, desc: str = "aligning") -> dict[str, Any]:
+    """Align ``(name, transcript, load_16k_waveform)`` items into a JSON cache
+    ``{"aligner", "clips": {name: Alignment.to_json() + text + seconds}, "failed": {name: why}}``.
 
-    Resumable: clips already in ``out_json`` are kept and not redone. Writes atomically. Returns a
-    summary with counts and the wall time of this call.
+    Resumable: names already in ``out_json`` are kept and not redone (their audio is not even loaded).
+    Writes atomically. Returns a summary with counts and the wall time of this call.
     """
-    import csv
+    from tqdm.auto import tqdm
 
-    folder, out_json = Path(folder), Path(out_json)
+    out_json = Path(out_json)
     cache: dict[str, Any] = {"aligner": "pocketsphinx 5.1.1 en-us (aligner.py)", "clips": {}, "failed": {}}
     if out_json.exists():
         cache = json.loads(out_json.read_text(encoding="utf-8"))
         cache.setdefault("failed", {})
-    aligner = aligner or get_aligner()
     t0 = time.perf_counter()
     audio_s, done = 0.0, 0
-    with open(folder / "metadata.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if chapters is not None:
-        rows = [r for r in rows if ljspeech_chapter(r["file"]) in chapters]
-    for row in rows[:limit]:
-        name = row["file"]
+    for name, text, load in tqdm(items, desc=desc, disable=not progress, unit="clip"):
         if name in cache["clips"]:
             continue
-        text = row.get("normalized_text") or row["text"]
+        aligner = aligner or get_aligner()
         try:
-            wav = read_audio_16k(folder / name)
+            wav = load()
             result = aligner.align(wav, SAMPLING_RATE, text)
         except (AlignmentError, OSError, RuntimeError) as exc:
             cache["failed"][name] = str(exc)
@@ -494,12 +485,44 @@ def align_ljspeech(folder: str | os.PathLike, out_json: str | os.PathLike,
             "x_realtime": round(audio_s / wall, 1) if wall > 0 and audio_s else None}
 
 
+def align_ljspeech(folder: str | os.PathLike, out_json: str | os.PathLike,
+                   aligner: Aligner | None = None, limit: int | None = None,
+                   chapters: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
+    """Align the LJSpeech clips listed in ``folder/metadata.csv`` (file, text, normalized_text, seconds)
+    into an :func:`align_cached` JSON cache keyed by file name. ``chapters`` (e.g.
+    :data:`LJSPEECH_TEST_CHAPTERS`) keeps only those chapters; ``limit`` then takes the first clips of
+    what is left."""
+    import csv
+
+    folder = Path(folder)
+    with open(folder / "metadata.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if chapters is not None:
+        rows = [r for r in rows if ljspeech_chapter(r["file"]) in chapters]
+    items = ((r["file"], r.get("normalized_text") or r["text"], lambda r=r: read_audio_16k(folder / r["file"]))
+             for r in rows[:limit])
+    return align_cached(items, out_json, aligner, progress, "aligning LJSpeech")
+
+
+def grid_transcript(align_text: str) -> str:
+    """The spoken words of a GRID ``*.align`` file (``start end word`` lines; ``sil``/``sp`` dropped)."""
+    words = [parts[2] for parts in (line.split() for line in align_text.splitlines())
+             if len(parts) >= 3 and parts[2].lower() not in ("sil", "sp")]
+    return " ".join(words)
+
+
+def cached_phones(entry: dict[str, Any]) -> list[AlignedPhone]:
+    """The phones of one clip entry of an :func:`align_cached` cache."""
+    return [AlignedPhone(n, s, e, w) for n, s, e, w in entry["phones"]]
+
+
 def load_alignment_cache(path: str | os.PathLike) -> dict[str, list[AlignedPhone]]:
-    """The phones of every clip in a cache written by :func:`align_ljspeech`."""
+    """The phones of every clip in a cache written by :func:`align_cached` (or :func:`align_ljspeech`)."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    return {k: [AlignedPhone(n, s, e, w) for n, s, e, w in v["phones"]] for k, v in data["clips"].items()}
+    return {k: cached_phones(v) for k, v in data["clips"].items()}
 
 
 __all__ = ["ARPABET", "ARPABET_TO_IPA", "AlignedPhone", "Alignment", "AlignmentError", "Aligner", "IPA_TO_ARPABET",
-           "align", "align_ljspeech", "boundary_errors", "espeak_arpabet", "espeak_phonemes", "get_aligner",
-           "ipa_to_arpabet", "load_alignment_cache", "normalize_words", "read_hts_labels", "recognize", "to_ipa", "word_recall"]
+           "align", "align_cached", "align_ljspeech", "boundary_errors", "cached_phones", "espeak_arpabet",
+           "espeak_phonemes", "get_aligner", "grid_transcript", "ipa_to_arpabet", "load_alignment_cache",
+           "normalize_words", "read_hts_labels", "recognize", "to_ipa", "word_recall"]

@@ -11,7 +11,9 @@ Sources (all read by path, nothing copied into the project):
   (:func:`~pestalk_hf.data.synth.viseme_curves`) driven by EmoDB's own phone times (``*.lablaut``,
   SAMPA), the upper face and mouth corners from the emotion prototypes of EmoStyle-Synth at
   ``emotion_scale``, everything on top of the **rest pose measured on GRID's real labels** (silent
-  frames), plus blinks. Boredom has no class among our eight emotions and is left out (counted in the
+  frames), plus blinks. With ``grid_align_dir`` the visemes are also **scaled to GRID's real faces**
+  (:func:`fit_viseme_gains`: one gain per lower-face channel, fitted on the GRID train clips' MediaPipe
+  labels against the viseme model on their forced-aligned transcripts), for every built source below. Boredom has no class among our eight emotions and is left out (counted in the
   summary). Speakers ``emodb_holdout`` are written to the ``test`` split only.
 * **LJSpeech** (optional, ``ljspeech_folder``; public domain): real human English read speech, one speaker.
   Its faces are unknown too, so its labels are built like EmoDB's (neutral), on the phones that
@@ -27,7 +29,8 @@ Sources (all read by path, nothing copied into the project):
   (viseme model on the clip's aligned phones, on GRID's rest pose), so all built labels share one model.
 
 Output: ``data/{train,test}-*.parquet`` in the 3D-EmoStyle schema, ``README.md``, ``mix.json`` (what went
-in, counts, the measured rest pose).
+in, counts, the measured rest pose and viseme gains). Clip ids are unique across the mix (they key the
+trainer's voiceprint cache); ids of folder sources carry the folder name.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -152,12 +155,48 @@ def rest_pose_from_labels(tracks: Iterable[tuple[np.ndarray, np.ndarray]], quiet
     return np.median(quiet_frames, axis=0).astype(np.float32)
 
 
+def fit_viseme_gains(tracks: Iterable[tuple[np.ndarray, Sequence[Phone]]], rest: np.ndarray,
+                     max_gain: float = 1.5) -> np.ndarray:
+    """Per-channel (52,) gains that scale the viseme model's lower face to a real face's amplitudes.
+
+    ``tracks``: ``(labels (T, 52), phones)`` of real labelled clips (GRID's MediaPipe labels and the
+    forced alignment of their transcripts). For each lower-face channel the least-squares gain through the
+    origin of ``labels − rest`` on :func:`viseme_curves`, clipped to ``[0, max_gain]``; the Left/Right
+    channels of a pair share one gain (a face's asymmetry is the speaker's, not the phone's); channels the
+    viseme model never drives keep 1. Where the viseme model only loosely predicts a channel, the fitted
+    gain is small — that is what minimises the error against the real face, and why uncalibrated labels
+    (mouthStretch 0.3–0.45 on /i s e/ where GRID's faces show ≈ 0.01) made the model worse than a still
+    face on unseen speakers.
+    """
+    xy = np.zeros(len(ARKIT_BLENDSHAPE_NAMES), np.float64)
+    xx = np.zeros_like(xy)
+    for labels, phones in tracks:
+        labels = np.asarray(labels, np.float32)
+        x = viseme_curves(list(phones), len(labels)).astype(np.float64)
+        y = labels - rest[None]
+        xy[_LOWER] += (x[:, _LOWER] * y[:, _LOWER]).sum(0)
+        xx[_LOWER] += (x[:, _LOWER] ** 2).sum(0)
+    for i, name in enumerate(ARKIT_BLENDSHAPE_NAMES):  # pool each Left channel with its Right
+        if name.endswith("Left") and name[:-4] + "Right" in _IDX:
+            j = _IDX[name[:-4] + "Right"]
+            xy[i] = xy[j] = xy[i] + xy[j]
+            xx[i] = xx[j] = xx[i] + xx[j]
+    gains = np.ones(len(ARKIT_BLENDSHAPE_NAMES), np.float32)
+    driven = xx > 1e-6
+    gains[driven] = np.clip(xy[driven] / xx[driven], 0.0, max_gain)
+    return gains
+
+
 def built_labels(phones: list[Phone], waveform: np.ndarray, emotion: str, rest: np.ndarray,
-                 rng: np.random.Generator, emotion_scale: float = 0.6) -> np.ndarray:
-    """Built (T, 52) labels for a clip without a face: visemes on its phone times (lips closed on
-    bilabials), the emotion prototype at ``emotion_scale``, blinks, on the measured ``rest`` pose."""
+                 rng: np.random.Generator, emotion_scale: float = 0.6,
+                 gains: np.ndarray | None = None) -> np.ndarray:
+    """Built (T, 52) labels for a clip without a face: visemes on its phone times scaled by ``gains``
+    (:func:`fit_viseme_gains`; None = the viseme model's own amplitudes), lips closed on bilabials, the
+    emotion prototype at ``emotion_scale``, blinks, on the measured ``rest`` pose."""
     T = num_frames_for(len(waveform))
     lower = viseme_curves(phones, T)
+    if gains is not None:
+        lower = lower * np.asarray(gains, np.float32)[None]
     labels = np.repeat(rest[None], T, axis=0)
     labels[:, _LOWER] += lower[:, _LOWER]
     labels = close_lips_on_bilabials(labels, phones)
@@ -192,6 +231,11 @@ class RealMixConfig:
     ljspeech_alignment: str | None = None  # align_ljspeech's JSON cache; default: <output>/ljspeech_alignment.json
     ljspeech_holdout: tuple[str, ...] = LJSPEECH_TEST_CHAPTERS
     ljspeech_copies: int = 3
+    # GRID's word alignments (``<id>.align``, e.g. ``video/grid_s1/align``): when given, the transcripts of the
+    # GRID train clips are forced-aligned (cached in ``grid_alignment``, default <output>/grid_alignment.json)
+    # and every built label's visemes are scaled to GRID's real faces (:func:`fit_viseme_gains`)
+    grid_align_dir: str | None = None
+    grid_alignment: str | None = None
 
 
 def _parquet_rows(folder: str, split: str) -> Iterator[dict[str, Any]]:
@@ -224,7 +268,13 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
     buffers: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
     shards: dict[str, int] = {"train": 0, "test": 0}
 
+    seen: set[str] = set()
+
     def emit(split: str, row: dict[str, Any]) -> None:
+        # ids key the trainer's voiceprint cache: a repeated id would give one clip another's voice
+        if row["id"] in seen:
+            raise ValueError(f"clip id {row['id']!r} would be written twice (two source folders with the same name?)")
+        seen.add(row["id"])
         buffers[split].append(row)
         counts[f"{split}/{row['source']}"] = counts.get(f"{split}/{row['source']}", 0) + 1
         if len(buffers[split]) >= config.rows_per_shard:
@@ -250,6 +300,8 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
         raise ValueError(f"{config.grid_dataset}: no train shards (build it with hub_scripts/build_3d_emostyle.py)")
     decoded = [(decode_audio_bytes(r["audio"]["bytes"])[0], np.asarray(r["blendshapes"], np.float32)) for r in grid_train]
     rest = rest_pose_from_labels(decoded)
+    gains, grid_alignment = (_grid_viseme_gains(config, out, grid_train, decoded, rest, progress)
+                             if config.grid_align_dir else (None, None))
     for row, (wav, labels) in tqdm(list(zip(grid_train, decoded)), desc="GRID s1", disable=not progress):
         emit_with_copies("train", config.grid_copies, row["id"], wav, labels, "grid_s1", speaker=row["speaker"],
                          emotion="neutral", sentence=row["sentence"])
@@ -270,7 +322,7 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
             wav = soxr.resample(wav.mean(1), sr, SAMPLING_RATE).astype(np.float32)
             end = min(float(rec["original_speech_end_s"]), len(wav) / SAMPLING_RATE)
             phones = parse_lablaut((folder / rec["phone_label_file"]).read_text(encoding="latin-1"), end)
-            labels = built_labels(phones, wav, emotion, rest, rng, config.emotion_scale)
+            labels = built_labels(phones, wav, emotion, rest, rng, config.emotion_scale, gains)
             speaker = "emodb" + rec["speaker_id"]
             split = "test" if rec["speaker_id"] in config.emodb_holdout else "train"
             stem = Path(rec["file"]).stem
@@ -289,10 +341,11 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
             # every synth folder names its voices synth000…: keep voices of different folders apart
             row["speaker"] = f"{Path(folder).name}/{row['speaker']}"
             wav, _ = decode_audio_bytes(row["audio"]["bytes"])
-            labels = built_labels(aligned[row["id"]], wav, "neutral", rest, rng, config.emotion_scale)
-            emit_with_copies("train", config.tts_copies, "tts_" + row["id"], wav, labels, "tts", speaker=row["speaker"],
-                             emotion="neutral", sentence=row["sentence"])
-    ljspeech_summary = _add_ljspeech(config, out, rest, rng, emit_with_copies, progress) if config.ljspeech_folder else None
+            labels = built_labels(aligned[row["id"]], wav, "neutral", rest, rng, config.emotion_scale, gains)
+            emit_with_copies("train", config.tts_copies, f"tts_{Path(folder).name}_{row['id']}", wav, labels, "tts",
+                             speaker=row["speaker"], emotion="neutral", sentence=row["sentence"])
+    ljspeech_summary = (_add_ljspeech(config, out, rest, gains, rng, emit_with_copies, progress)
+                        if config.ljspeech_folder else None)
     for folder in config.synth_datasets:
         # EmoStyle-Synth as it is (its own labels, emotions and known styles): keeps the model's behaviour
         # on the synthetic benchmark, and adds prosody-varied emotional TTS for the classifier
@@ -302,14 +355,18 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
             if not kept:
                 continue
             wav, _ = decode_audio_bytes(row["audio"]["bytes"])
-            emit_with_copies("train", config.synth_copies, "synth_" + row["id"], wav,
+            emit_with_copies("train", config.synth_copies, f"synth_{Path(folder).name}_{row['id']}", wav,
                              np.asarray(row["blendshapes"], np.float32), "emostyle_synth",
                              speaker=f"{Path(folder).name}/{row['speaker']}", emotion=EMOTIONS[int(row["emotion"])],
                              sentence=row["sentence"], intensity=int(row.get("intensity") or 1))
     for split in buffers:
         flush(split)
     summary = {"config": asdict(config), "counts": {k.split(":")[0]: 0 for k in counts}, "shards": shards,
-               "skipped_boredom": skipped_boredom, "ljspeech_alignment": ljspeech_summary, "rest_pose": {n: round(float(v), 4) for n, v in zip(ARKIT_BLENDSHAPE_NAMES, rest)},
+               "skipped_boredom": skipped_boredom, "ljspeech_alignment": ljspeech_summary,
+               "rest_pose": {n: round(float(v), 4) for n, v in zip(ARKIT_BLENDSHAPE_NAMES, rest)},
+               "grid_alignment": grid_alignment,
+               "viseme_gains": (None if gains is None
+                                else {ARKIT_BLENDSHAPE_NAMES[i]: round(float(gains[i]), 4) for i in _LOWER}),
                "emotions": list(EMOTIONS), "fps": FPS}
     for k, v in counts.items():
         summary["counts"][k.split(":")[0]] += v
@@ -318,27 +375,59 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
     return summary
 
 
-def _add_ljspeech(config: RealMixConfig, out: Path, rest: np.ndarray, rng: np.random.Generator,
-                  emit_with_copies: Any, progress: bool) -> dict[str, Any]:
+def _ipa_phones(entry: dict[str, Any]) -> list[Phone]:
+    """One clip of an alignment cache as the viseme model's IPA phones."""
+    from .aligner import cached_phones, to_ipa
+
+    return [Phone(p.name, p.start, p.end, p.word) for p in to_ipa(cached_phones(entry))]
+
+
+def _grid_viseme_gains(config: RealMixConfig, out: Path, grid_train: list[dict[str, Any]],
+                       decoded: list[tuple[np.ndarray, np.ndarray]], rest: np.ndarray,
+                       progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """Force-align the GRID train clips' transcripts (cached, resumable) and fit the viseme gains on their
+    MediaPipe labels; returns the gains and the alignment summary."""
+    from .aligner import align_cached, grid_transcript
+
+    folder = Path(config.grid_align_dir)
+    items = []
+    for row, (wav, _) in zip(grid_train, decoded):
+        f = folder / f"{row['id']}.align"
+        if f.is_file():
+            items.append((row["id"], grid_transcript(f.read_text(encoding="utf-8")), lambda wav=wav: wav))
+    if not items:
+        raise FileNotFoundError(
+            f"{folder}: no <id>.align word alignment for any of the {len(grid_train)} GRID train clips")
+    cache = Path(config.grid_alignment) if config.grid_alignment else out / "grid_alignment.json"
+    summary = align_cached(items, cache, progress=progress, desc="aligning GRID s1")
+    clips = json.loads(cache.read_text(encoding="utf-8"))["clips"]
+    tracks = [(labels, _ipa_phones(clips[row["id"]]))
+              for row, (_, labels) in zip(grid_train, decoded) if row["id"] in clips]
+    if not tracks:
+        raise ValueError(f"no GRID train clip could be aligned (see 'failed' in {cache})")
+    summary["clips_fitted"] = len(tracks)
+    return fit_viseme_gains(tracks, rest), summary
+
+
+def _add_ljspeech(config: RealMixConfig, out: Path, rest: np.ndarray, gains: np.ndarray | None,
+                  rng: np.random.Generator, emit_with_copies: Any, progress: bool) -> dict[str, Any]:
     """Align LJSpeech (cached, resumable), build its labels and emit its clips; returns the alignment summary."""
     from tqdm.auto import tqdm
 
-    from .aligner import align_ljspeech, load_alignment_cache, read_audio_16k, to_ipa
+    from .aligner import align_ljspeech, read_audio_16k
 
     folder = Path(config.ljspeech_folder)
     if not (folder / "metadata.csv").is_file():
         raise FileNotFoundError(f"{folder}/metadata.csv not found (the LJSpeech folder: metadata.csv and *.flac)")
     cache = Path(config.ljspeech_alignment) if config.ljspeech_alignment else out / "ljspeech_alignment.json"
-    summary = align_ljspeech(folder, cache)
-    aligned = load_alignment_cache(cache)
-    texts = json.loads(cache.read_text(encoding="utf-8"))["clips"]
-    for name in tqdm(sorted(aligned), desc="LJSpeech", disable=not progress):
+    summary = align_ljspeech(folder, cache, progress=progress)
+    clips = json.loads(cache.read_text(encoding="utf-8"))["clips"]
+    for name in tqdm(sorted(clips), desc="LJSpeech", disable=not progress):
         wav = read_audio_16k(folder / name)
-        phones = [Phone(p.name, p.start, p.end, p.word) for p in to_ipa(aligned[name])]
-        labels = built_labels(phones, wav, "neutral", rest, rng, config.emotion_scale)
+        labels = built_labels(_ipa_phones(clips[name]), wav, "neutral", rest, rng, config.emotion_scale, gains)
         split = "test" if ljspeech_chapter(name) in config.ljspeech_holdout else "train"
         emit_with_copies(split, config.ljspeech_copies if split == "train" else 0, "ljspeech_" + Path(name).stem, wav,
-                         labels, "ljspeech", speaker="ljspeech", emotion="neutral", sentence=texts[name]["text"])
+                         labels, "ljspeech", speaker="ljspeech", emotion="neutral", sentence=clips[name]["text"])
     return summary
 
 
@@ -354,7 +443,8 @@ pretty_name: PESTalk-HF real-speech training mix
 Built by `hub_scripts/make_real_mix.py` (`pestalk_hf.data.real_mix`). GRID corpus (Cooke et al. 2006,
 CC BY 4.0): real speech with MediaPipe labels of the real face. EmoDB (Burkhardt et al. 2005, CC0): real
 acted emotional speech with built face labels (viseme model on EmoDB's phone times, emotion prototypes,
-GRID's measured rest pose). Boredom clips left out: {summary['skipped_boredom']}.
+GRID's measured rest pose{", visemes scaled to GRID's faces (viseme_gains in mix.json)" if summary.get("viseme_gains") else ""}).
+Boredom clips left out: {summary['skipped_boredom']}.
 
 | split/source | clips |
 |---|---|
