@@ -20,7 +20,15 @@ from pestalk_hf.data.augment import (
     synthetic_room_impulse,
     telephone,
 )
-from pestalk_hf.data.real_mix import built_labels, fit_viseme_gains, parse_lablaut, rest_pose_from_labels, sampa_to_ipa
+from pestalk_hf.data.real_mix import (
+    VisemeCalibration,
+    built_labels,
+    fit_viseme_calibration,
+    parse_lablaut,
+    rest_pose_from_labels,
+    sampa_to_ipa,
+    speech_activity,
+)
 from pestalk_hf.data.schema import ARKIT_BLENDSHAPE_NAMES, SAMPLING_RATE, num_frames_for
 
 SR = SAMPLING_RATE
@@ -149,54 +157,78 @@ def test_built_built_labels_close_the_lips_on_bilabials_and_rest_in_silence():
 
 
 def _phones(spec: str, step: float = 0.12, start: float = 0.3):
-    """IPA phones ``"m a i s u"`` of ``step`` seconds each from ``start``."""
+    """IPA phones ``"m a i s u"`` of ``step`` seconds each from ``start``; ``''`` is a pause."""
     from pestalk_hf.data.synth import Phone
 
-    return [Phone(name, start + k * step, start + (k + 1) * step, 0) for k, name in enumerate(spec.split())]
+    return [Phone("" if name == "''" else name, start + k * step, start + (k + 1) * step, 0)
+            for k, name in enumerate(spec.split())]
 
 
-def test_viseme_gains_recover_known_amplitudes_per_channel():
-    """Labels made as rest + gain × viseme curves give those gains back; a channel the face never moves
-    gets 0, a Left/Right pair shares one gain, a channel the viseme model never drives keeps 1."""
-    from pestalk_hf.data.synth import viseme_curves
+def test_speech_activity_is_one_in_phones_and_zero_in_long_pauses():
+    phones = _phones("m a '' '' '' '' '' s u", step=0.1)  # '' = a 0.5 s pause between two words
+    act = speech_activity(phones, 45, sigma_frames=0)
+    assert act[int(0.35 * 30)] == 1 and act[int(0.75 * 30)] == 0 and act[0] == 0
+    smooth = speech_activity(phones, 45)
+    assert 0 < smooth[int(0.51 * 30)] < 1 and smooth[int(0.8 * 30)] < 0.05  # eases out, rests in the pause
+
+
+def test_viseme_calibration_recovers_known_gains_offsets_and_closure():
+    """Labels made as rest + gain × visemes + offset × activity (lips closed with the jaw 0.03 above rest)
+    give those numbers back; a channel the face never moves gets 0, a Left/Right pair shares one fit, a
+    channel the viseme model never drives keeps gain 1 and gets only its talking offset."""
+    from pestalk_hf.data.synth import close_lips_on_bilabials, viseme_curves
 
     idx = {n: i for i, n in enumerate(ARKIT_BLENDSHAPE_NAMES)}
-    true = {"jawOpen": 0.8, "mouthStretchLeft": 0.1, "mouthStretchRight": 0.1, "mouthPucker": 0.5,
-            "mouthLowerDownLeft": 0.2, "mouthLowerDownRight": 0.4}
+    true = {"jawOpen": (0.6, 0.09), "mouthStretchLeft": (0.1, 0.0), "mouthStretchRight": (0.1, 0.0),
+            "mouthPucker": (0.5, 0.0), "mouthRollUpper": (0.0, 0.04), "mouthSmileLeft": (0.0, 0.01),
+            "mouthSmileRight": (0.0, 0.01), "mouthLowerDownLeft": (0.2, 0.0), "mouthLowerDownRight": (0.4, 0.0)}
     rest = np.zeros(52, np.float32)
     rest[JAW], rest[idx["mouthRollUpper"]] = 0.02, 0.05
     tracks = []
-    for spec in ("m a i s u", "b i w ɑ p", "s ɛ t ɔ f"):
+    for spec in ("'' m a i s u ''", "'' b i w ɑ p ''", "'' s ɛ t ɔ f ''", "'' ɑ ɪ t e ''"):
         phones = _phones(spec)
-        x = viseme_curves(phones, 30)
+        x, act = viseme_curves(phones, 30), speech_activity(phones, 30)
         labels = np.repeat(rest[None], 30, axis=0)
-        for name, g in true.items():
-            labels[:, idx[name]] += g * x[:, idx[name]]
+        for name, (g, b) in true.items():
+            labels[:, idx[name]] += g * x[:, idx[name]] + b * act
         tracks.append((labels, phones))
-    gains = fit_viseme_gains(tracks, rest)
-    assert gains[JAW] == pytest.approx(0.8, abs=1e-4) and gains[idx["mouthPucker"]] == pytest.approx(0.5, abs=1e-4)
-    assert gains[idx["mouthStretchLeft"]] == pytest.approx(0.1, abs=1e-4) == gains[idx["mouthStretchRight"]]
+    cal = fit_viseme_calibration(tracks, rest)
+    gains, offset = cal.gains, cal.speech_offset
+    for name in ("jawOpen", "mouthPucker", "mouthStretchLeft", "mouthStretchRight"):
+        assert gains[idx[name]] == pytest.approx(true[name][0], abs=1e-3), name
+        assert offset[idx[name]] == pytest.approx(true[name][1], abs=1e-3), name
     lower = gains[idx["mouthLowerDownLeft"]]
     assert lower == gains[idx["mouthLowerDownRight"]] and 0.2 < lower < 0.4  # pooled
-    assert gains[idx["mouthFunnel"]] == 0.0  # driven by /u/ and /ɔ/, never moved by this face
-    assert gains[idx["mouthSmileLeft"]] == 1.0 and gains[idx["browInnerUp"]] == 1.0  # not the viseme model's
+    assert gains[idx["mouthFunnel"]] == pytest.approx(0.0, abs=1e-6)  # driven by /u ɔ w/, never moved here
+    assert gains[idx["mouthSmileLeft"]] == 1.0 and offset[idx["mouthSmileLeft"]] == pytest.approx(0.01, abs=1e-4)
+    assert offset[idx["mouthRollUpper"]] == pytest.approx(0.04, abs=1e-3)
+    assert gains[idx["browInnerUp"]] == 1.0 and offset[idx["browInnerUp"]] == 0.0  # not the lower face
+    # the closure: the same faces with the jaw brought to 0.03 above rest on /m b p/
+    closed = [(close_lips_on_bilabials(lab, ph, max_jaw=0.03), ph) for lab, ph in tracks]
+    assert fit_viseme_calibration(closed, rest).closure_jaw == pytest.approx(0.03, abs=0.01)
+    json_ = cal.to_json()
+    assert set(json_) == {"gains", "speech_offset", "closure_jaw"} and "browInnerUp" not in json_["gains"]
 
 
-def test_built_labels_scale_visemes_by_the_gains_and_still_close_the_lips():
+def test_built_labels_follow_the_calibration_and_still_close_the_lips():
     from pestalk_hf.blendshapes import lip_aperture
 
     stretch = ARKIT_BLENDSHAPE_NAMES.index("mouthStretchLeft")
-    phones = _phones("s i m i s")
+    phones = _phones("'' s i m i s ''")
     wav = np.zeros(SR, np.float32)
     rest = np.zeros(52, np.float32)
     raw = built_labels(phones, wav, "neutral", rest, np.random.default_rng(0))
-    gains = np.ones(52, np.float32)
-    gains[stretch] = 0.1
-    scaled = built_labels(phones, wav, "neutral", rest, np.random.default_rng(0), gains=gains)
+    gains, offset = np.ones(52, np.float32), np.zeros(52, np.float32)
+    gains[stretch], offset[JAW] = 0.1, 0.08
+    cal = VisemeCalibration(gains, offset, closure_jaw=0.02)
+    scaled = built_labels(phones, wav, "neutral", rest, np.random.default_rng(0), calibration=cal)
     assert raw[:, stretch].max() > 0.3
     np.testing.assert_allclose(scaled[:, stretch], 0.1 * raw[:, stretch], atol=1e-6)
-    m = int(round(30 * (phones[2].start + phones[2].end) / 2))
-    assert lip_aperture(scaled)[m] < 0.05  # the /m/ closes the lips, calibrated or not
+    i_frame = int(round(30 * (phones[2].start + phones[2].end) / 2))
+    assert scaled[i_frame, JAW] == pytest.approx(raw[i_frame, JAW] + 0.08, abs=0.01)  # talking posture
+    m = int(round(30 * (phones[3].start + phones[3].end) / 2))
+    assert lip_aperture(scaled)[m] < 0.05 and scaled[m, JAW] <= 0.02 + 1e-6  # the /m/ closes with the jaw low
+    assert scaled[0, JAW] == pytest.approx(0.0, abs=0.01)  # at rest before the speech
 
 
 def test_rest_pose_is_measured_on_quiet_frames_only():
@@ -367,18 +399,22 @@ def test_real_mix_calibrates_built_labels_on_grid_faces(tmp_path, assets):
                            emodb_holdout=(), grid_align_dir=str(grid_src / "align"))
     summary = build_real_mix(config, tmp_path / "mix", progress=False)
     assert summary["grid_alignment"]["aligned_now"] == 2 and summary["grid_alignment"]["clips_fitted"] == 2
-    gains = summary["viseme_gains"]
-    assert gains["jawOpen"] > 0.2  # the jaw opens with the loudness, so with the vowels
-    assert gains["mouthStretchLeft"] == gains["mouthFunnel"] == gains["mouthPucker"] == 0.0  # never moved
+    cal = summary["viseme_calibration"]
+    gains = cal["gains"]
+    # the jaw opens with the loudness: while talking, whatever the phone (the talking posture)
+    assert cal["speech_offset"]["jawOpen"] > 0.05
+    for name in ("mouthStretchLeft", "mouthFunnel", "mouthPucker"):  # never moved
+        assert gains[name] == 0.0 and abs(cal["speech_offset"][name]) < 1e-6
     emo = [r for r in load_clips(tmp_path / "mix", split="train") if r["source"] == "emodb"]
     assert len(emo) == len(body) > 0
     for name in ("mouthStretchLeft", "mouthFunnel", "mouthPucker"):  # at rest: GRID's face never moves them
         i = ARKIT_BLENDSHAPE_NAMES.index(name)
         assert np.ptp(emo[0]["blendshapes"][:, i]) < 1e-6, name
-    assert np.ptp(emo[0]["blendshapes"][:, JAW]) > 0.1
+    jaw = emo[0]["blendshapes"][:, JAW]
+    assert jaw.max() - jaw[0] > 0.05  # opens from the rest pose when the speech starts
     again = build_real_mix(dataclasses.replace(config, grid_alignment=str(tmp_path / "mix" / "grid_alignment.json")),
                            tmp_path / "mix2", progress=False)
-    assert again["grid_alignment"]["aligned_now"] == 0 and again["viseme_gains"] == gains
+    assert again["grid_alignment"]["aligned_now"] == 0 and again["viseme_calibration"] == cal
     with pytest.raises(FileNotFoundError, match="no <id>.align"):
         build_real_mix(dataclasses.replace(config, grid_align_dir=str(tmp_path)), tmp_path / "mix3", progress=False)
 

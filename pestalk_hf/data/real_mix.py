@@ -11,10 +11,11 @@ Sources (all read by path, nothing copied into the project):
   (:func:`~pestalk_hf.data.synth.viseme_curves`) driven by EmoDB's own phone times (``*.lablaut``,
   SAMPA), the upper face and mouth corners from the emotion prototypes of EmoStyle-Synth at
   ``emotion_scale``, everything on top of the **rest pose measured on GRID's real labels** (silent
-  frames), plus blinks. With ``grid_align_dir`` the visemes are also **scaled to GRID's real faces**
-  (:func:`fit_viseme_gains`: one gain per lower-face channel, fitted on the GRID train clips' MediaPipe
-  labels against the viseme model on their forced-aligned transcripts), for every built source below. Boredom has no class among our eight emotions and is left out (counted in the
-  summary). Speakers ``emodb_holdout`` are written to the ``test`` split only.
+  frames), plus blinks. With ``grid_align_dir`` the visemes are also **calibrated on GRID's real faces**
+  (:func:`fit_viseme_calibration`: a gain and a talking-posture offset per lower-face channel, fitted on
+  the GRID train clips' MediaPipe labels against the viseme model on their forced-aligned transcripts),
+  for every built source below. Boredom has no class among our eight emotions and is left out (counted
+  in the summary). Speakers ``emodb_holdout`` are written to the ``test`` split only.
 * **LJSpeech** (optional, ``ljspeech_folder``; public domain): real human English read speech, one speaker.
   Its faces are unknown too, so its labels are built like EmoDB's (neutral), on the phones that
   :func:`~pestalk_hf.data.aligner.align_ljspeech` forced-aligns from the transcripts (a resumable JSON
@@ -29,7 +30,7 @@ Sources (all read by path, nothing copied into the project):
   (viseme model on the clip's aligned phones, on GRID's rest pose), so all built labels share one model.
 
 Output: ``data/{train,test}-*.parquet`` in the 3D-EmoStyle schema, ``README.md``, ``mix.json`` (what went
-in, counts, the measured rest pose and viseme gains). Clip ids are unique across the mix (they key the
+in, counts, the measured rest pose and viseme calibration). Clip ids are unique across the mix (they key the
 trainer's voiceprint cache); ids of folder sources carry the folder name.
 """
 
@@ -45,6 +46,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..blendshapes import lip_aperture
 from .aligner import LJSPEECH_TEST_CHAPTERS, ljspeech_chapter
 from .augment import AugmentConfig, augment_clip
 from .schema import ARKIT_BLENDSHAPE_NAMES, EMOTIONS, FPS, SAMPLING_RATE, decode_audio_bytes, make_row, num_frames_for, \
@@ -155,51 +157,118 @@ def rest_pose_from_labels(tracks: Iterable[tuple[np.ndarray, np.ndarray]], quiet
     return np.median(quiet_frames, axis=0).astype(np.float32)
 
 
-def fit_viseme_gains(tracks: Iterable[tuple[np.ndarray, Sequence[Phone]]], rest: np.ndarray,
-                     max_gain: float = 1.5) -> np.ndarray:
-    """Per-channel (52,) gains that scale the viseme model's lower face to a real face's amplitudes.
+def speech_activity(phones: Sequence[Phone], num_frames: int, sigma_frames: float = 2.0, fps: int = FPS) -> np.ndarray:
+    """(T,) in [0, 1]: 1 on the frames whose centre lies in a phone (not a pause ``''``), smoothed by a
+    Gaussian of ``sigma_frames`` (the mouth takes ~100 ms to settle into and out of its talking posture)."""
+    from scipy.ndimage import gaussian_filter1d
 
-    ``tracks``: ``(labels (T, 52), phones)`` of real labelled clips (GRID's MediaPipe labels and the
-    forced alignment of their transcripts). For each lower-face channel the least-squares gain through the
-    origin of ``labels − rest`` on :func:`viseme_curves`, clipped to ``[0, max_gain]``; the Left/Right
-    channels of a pair share one gain (a face's asymmetry is the speaker's, not the phone's); channels the
-    viseme model never drives keep 1. Where the viseme model only loosely predicts a channel, the fitted
+    centres = (np.arange(num_frames) + 0.5) / fps
+    active = np.zeros(num_frames, np.float64)
+    for ph in phones:
+        if ph.name:
+            active[(centres >= ph.start) & (centres < ph.end)] = 1.0
+    return gaussian_filter1d(active, sigma_frames, mode="nearest") if sigma_frames > 0 and num_frames else active
+
+
+@dataclass(frozen=True)
+class VisemeCalibration:
+    """The built labels' lower face measured against real faces (:func:`fit_viseme_calibration`).
+
+    ``gains`` (52,) scale the viseme curves; ``speech_offset`` (52,) is added, times
+    :func:`speech_activity`, while the speaker talks: the posture of a talking mouth whatever the phone
+    (GRID's faces hold jawOpen ≈ 0.09 and mouthRollUpper ≈ 0.05 above their rest through an utterance).
+    """
+
+    gains: np.ndarray
+    speech_offset: np.ndarray
+    closure_jaw: float = 0.08  # jawOpen above rest at a bilabial closure (:func:`close_lips_on_bilabials`)
+
+    def lower_face(self, phones: Sequence[Phone], num_frames: int) -> np.ndarray:
+        """(T, 52) calibrated lower face above the rest pose (channels outside the lower face are 0)."""
+        out = viseme_curves(list(phones), num_frames) * self.gains[None]
+        out += speech_activity(phones, num_frames)[:, None].astype(np.float32) * self.speech_offset[None]
+        keep = np.zeros(len(ARKIT_BLENDSHAPE_NAMES), bool)
+        keep[_LOWER] = True
+        return np.where(keep[None], out, 0.0).astype(np.float32)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {key: {ARKIT_BLENDSHAPE_NAMES[i]: round(float(v[i]), 4) for i in _LOWER}
+                               for key, v in (("gains", self.gains), ("speech_offset", self.speech_offset))}
+        return {**out, "closure_jaw": round(float(self.closure_jaw), 4)}
+
+
+def fit_viseme_calibration(tracks: Iterable[tuple[np.ndarray, Sequence[Phone]]], rest: np.ndarray,
+                           max_gain: float = 1.5) -> VisemeCalibration:
+    """Fit the viseme model's lower face to a real face's, channel by channel.
+
+    ``tracks``: ``(labels (T, 52), phones)`` of real labelled clips (GRID's MediaPipe labels and the forced
+    alignment of their transcripts). For each lower-face channel, least squares of ``labels − rest`` on
+    the :func:`viseme_curves` channel (its gain, clipped to ``[0, max_gain]``, the offset refitted when
+    clipped) and on :func:`speech_activity` (its speech offset); the Left/Right channels of a pair share
+    one fit (a face's asymmetry is the speaker's, not the phone's); channels the viseme model never drives
+    keep gain 1 and get an offset only. ``closure_jaw``: the median jawOpen above rest at the most closed
+    frame of each bilabial (±1 frame), how far real faces lower the jaw to close the lips. Where the viseme model only loosely predicts a channel the fitted
     gain is small — that is what minimises the error against the real face, and why uncalibrated labels
     (mouthStretch 0.3–0.45 on /i s e/ where GRID's faces show ≈ 0.01) made the model worse than a still
     face on unseen speakers.
     """
-    xy = np.zeros(len(ARKIT_BLENDSHAPE_NAMES), np.float64)
-    xx = np.zeros_like(xy)
+    C = len(ARKIT_BLENDSHAPE_NAMES)
+    ata = np.zeros((C, 2, 2), np.float64)  # normal equations of [viseme, activity] per channel
+    aty = np.zeros((C, 2), np.float64)
+    closure_jaws: list[float] = []
     for labels, phones in tracks:
         labels = np.asarray(labels, np.float32)
-        x = viseme_curves(list(phones), len(labels)).astype(np.float64)
-        y = labels - rest[None]
-        xy[_LOWER] += (x[:, _LOWER] * y[:, _LOWER]).sum(0)
-        xx[_LOWER] += (x[:, _LOWER] ** 2).sum(0)
+        gap = lip_aperture(labels)
+        centres = (np.arange(len(labels)) + 0.5) / FPS
+        for ph in phones:
+            frames = np.flatnonzero((centres >= ph.start) & (centres < ph.end))
+            if ph.name and frames.size and "PP" in phone_visemes(ph.name):
+                lo, hi = max(frames[0] - 1, 0), min(frames[-1] + 2, len(labels))
+                closure_jaws.append(float(labels[lo + np.argmin(gap[lo:hi]), _IDX["jawOpen"]] - rest[_IDX["jawOpen"]]))
+        x = viseme_curves(list(phones), len(labels)).astype(np.float64)[:, _LOWER]
+        s = speech_activity(phones, len(labels))[:, None]
+        y = (labels - rest[None]).astype(np.float64)[:, _LOWER]
+        ata[_LOWER, 0, 0] += (x * x).sum(0)
+        ata[_LOWER, 0, 1] += (x * s).sum(0)
+        ata[_LOWER, 1, 1] += (s * s).sum()
+        aty[_LOWER, 0] += (x * y).sum(0)
+        aty[_LOWER, 1] += (s * y).sum(0)
+    ata[:, 1, 0] = ata[:, 0, 1]
     for i, name in enumerate(ARKIT_BLENDSHAPE_NAMES):  # pool each Left channel with its Right
         if name.endswith("Left") and name[:-4] + "Right" in _IDX:
             j = _IDX[name[:-4] + "Right"]
-            xy[i] = xy[j] = xy[i] + xy[j]
-            xx[i] = xx[j] = xx[i] + xx[j]
-    gains = np.ones(len(ARKIT_BLENDSHAPE_NAMES), np.float32)
-    driven = xx > 1e-6
-    gains[driven] = np.clip(xy[driven] / xx[driven], 0.0, max_gain)
-    return gains
+            ata[i] = ata[j] = ata[i] + ata[j]
+            aty[i] = aty[j] = aty[i] + aty[j]
+    gains = np.ones(C, np.float32)
+    offset = np.zeros(C, np.float32)
+    for c in _LOWER:
+        xx, xs, ss = ata[c, 0, 0], ata[c, 0, 1], ata[c, 1, 1]
+        xy, sy = aty[c]
+        if ss <= 1e-9:  # no speech in the tracks at all
+            continue
+        if xx <= 1e-6:  # the viseme model never drives it: the talking posture only
+            offset[c] = sy / ss
+            continue
+        det = xx * ss - xs * xs
+        g = (xy * ss - sy * xs) / det if det > 1e-12 else xy / xx
+        g = float(np.clip(g, 0.0, max_gain))
+        gains[c], offset[c] = g, (sy - g * xs) / ss
+    closure_jaw = float(np.clip(np.median(closure_jaws), 0.0, 1.0)) if closure_jaws else VisemeCalibration.closure_jaw
+    return VisemeCalibration(gains, offset, closure_jaw)
 
 
 def built_labels(phones: list[Phone], waveform: np.ndarray, emotion: str, rest: np.ndarray,
                  rng: np.random.Generator, emotion_scale: float = 0.6,
-                 gains: np.ndarray | None = None) -> np.ndarray:
-    """Built (T, 52) labels for a clip without a face: visemes on its phone times scaled by ``gains``
-    (:func:`fit_viseme_gains`; None = the viseme model's own amplitudes), lips closed on bilabials, the
-    emotion prototype at ``emotion_scale``, blinks, on the measured ``rest`` pose."""
+                 calibration: VisemeCalibration | None = None) -> np.ndarray:
+    """Built (T, 52) labels for a clip without a face: visemes on its phone times, calibrated to real faces
+    by ``calibration`` (None = the viseme model's own amplitudes), lips closed on bilabials, the emotion
+    prototype at ``emotion_scale``, blinks, on the measured ``rest`` pose."""
     T = num_frames_for(len(waveform))
-    lower = viseme_curves(phones, T)
-    if gains is not None:
-        lower = lower * np.asarray(gains, np.float32)[None]
+    lower = calibration.lower_face(phones, T) if calibration is not None else viseme_curves(phones, T)
     labels = np.repeat(rest[None], T, axis=0)
     labels[:, _LOWER] += lower[:, _LOWER]
-    labels = close_lips_on_bilabials(labels, phones)
+    closure = {} if calibration is None else {"max_jaw": calibration.closure_jaw}
+    labels = close_lips_on_bilabials(labels, phones, **closure)
     proto = np.zeros(len(ARKIT_BLENDSHAPE_NAMES), np.float32)
     for name, value in EMOTION_PROTOTYPES[emotion].items():
         proto[_IDX[name]] = value
@@ -233,7 +302,7 @@ class RealMixConfig:
     ljspeech_copies: int = 3
     # GRID's word alignments (``<id>.align``, e.g. ``video/grid_s1/align``): when given, the transcripts of the
     # GRID train clips are forced-aligned (cached in ``grid_alignment``, default <output>/grid_alignment.json)
-    # and every built label's visemes are scaled to GRID's real faces (:func:`fit_viseme_gains`)
+    # and every built label's visemes are calibrated on GRID's real faces (:func:`fit_viseme_calibration`)
     grid_align_dir: str | None = None
     grid_alignment: str | None = None
 
@@ -300,8 +369,8 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
         raise ValueError(f"{config.grid_dataset}: no train shards (build it with hub_scripts/build_3d_emostyle.py)")
     decoded = [(decode_audio_bytes(r["audio"]["bytes"])[0], np.asarray(r["blendshapes"], np.float32)) for r in grid_train]
     rest = rest_pose_from_labels(decoded)
-    gains, grid_alignment = (_grid_viseme_gains(config, out, grid_train, decoded, rest, progress)
-                             if config.grid_align_dir else (None, None))
+    calibration, grid_alignment = (_grid_calibration(config, out, grid_train, decoded, rest, progress)
+                                   if config.grid_align_dir else (None, None))
     for row, (wav, labels) in tqdm(list(zip(grid_train, decoded)), desc="GRID s1", disable=not progress):
         emit_with_copies("train", config.grid_copies, row["id"], wav, labels, "grid_s1", speaker=row["speaker"],
                          emotion="neutral", sentence=row["sentence"])
@@ -322,7 +391,7 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
             wav = soxr.resample(wav.mean(1), sr, SAMPLING_RATE).astype(np.float32)
             end = min(float(rec["original_speech_end_s"]), len(wav) / SAMPLING_RATE)
             phones = parse_lablaut((folder / rec["phone_label_file"]).read_text(encoding="latin-1"), end)
-            labels = built_labels(phones, wav, emotion, rest, rng, config.emotion_scale, gains)
+            labels = built_labels(phones, wav, emotion, rest, rng, config.emotion_scale, calibration)
             speaker = "emodb" + rec["speaker_id"]
             split = "test" if rec["speaker_id"] in config.emodb_holdout else "train"
             stem = Path(rec["file"]).stem
@@ -341,10 +410,10 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
             # every synth folder names its voices synth000…: keep voices of different folders apart
             row["speaker"] = f"{Path(folder).name}/{row['speaker']}"
             wav, _ = decode_audio_bytes(row["audio"]["bytes"])
-            labels = built_labels(aligned[row["id"]], wav, "neutral", rest, rng, config.emotion_scale, gains)
+            labels = built_labels(aligned[row["id"]], wav, "neutral", rest, rng, config.emotion_scale, calibration)
             emit_with_copies("train", config.tts_copies, f"tts_{Path(folder).name}_{row['id']}", wav, labels, "tts",
                              speaker=row["speaker"], emotion="neutral", sentence=row["sentence"])
-    ljspeech_summary = (_add_ljspeech(config, out, rest, gains, rng, emit_with_copies, progress)
+    ljspeech_summary = (_add_ljspeech(config, out, rest, calibration, rng, emit_with_copies, progress)
                         if config.ljspeech_folder else None)
     for folder in config.synth_datasets:
         # EmoStyle-Synth as it is (its own labels, emotions and known styles): keeps the model's behaviour
@@ -365,8 +434,7 @@ def build_real_mix(config: RealMixConfig, output: str | Path, progress: bool = T
                "skipped_boredom": skipped_boredom, "ljspeech_alignment": ljspeech_summary,
                "rest_pose": {n: round(float(v), 4) for n, v in zip(ARKIT_BLENDSHAPE_NAMES, rest)},
                "grid_alignment": grid_alignment,
-               "viseme_gains": (None if gains is None
-                                else {ARKIT_BLENDSHAPE_NAMES[i]: round(float(gains[i]), 4) for i in _LOWER}),
+               "viseme_calibration": None if calibration is None else calibration.to_json(),
                "emotions": list(EMOTIONS), "fps": FPS}
     for k, v in counts.items():
         summary["counts"][k.split(":")[0]] += v
@@ -382,11 +450,11 @@ def _ipa_phones(entry: dict[str, Any]) -> list[Phone]:
     return [Phone(p.name, p.start, p.end, p.word) for p in to_ipa(cached_phones(entry))]
 
 
-def _grid_viseme_gains(config: RealMixConfig, out: Path, grid_train: list[dict[str, Any]],
-                       decoded: list[tuple[np.ndarray, np.ndarray]], rest: np.ndarray,
-                       progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
-    """Force-align the GRID train clips' transcripts (cached, resumable) and fit the viseme gains on their
-    MediaPipe labels; returns the gains and the alignment summary."""
+def _grid_calibration(config: RealMixConfig, out: Path, grid_train: list[dict[str, Any]],
+                      decoded: list[tuple[np.ndarray, np.ndarray]], rest: np.ndarray,
+                      progress: bool) -> tuple[VisemeCalibration, dict[str, Any]]:
+    """Force-align the GRID train clips' transcripts (cached, resumable) and fit the viseme calibration on
+    their MediaPipe labels; returns it and the alignment summary."""
     from .aligner import align_cached, grid_transcript
 
     folder = Path(config.grid_align_dir)
@@ -406,10 +474,10 @@ def _grid_viseme_gains(config: RealMixConfig, out: Path, grid_train: list[dict[s
     if not tracks:
         raise ValueError(f"no GRID train clip could be aligned (see 'failed' in {cache})")
     summary["clips_fitted"] = len(tracks)
-    return fit_viseme_gains(tracks, rest), summary
+    return fit_viseme_calibration(tracks, rest), summary
 
 
-def _add_ljspeech(config: RealMixConfig, out: Path, rest: np.ndarray, gains: np.ndarray | None,
+def _add_ljspeech(config: RealMixConfig, out: Path, rest: np.ndarray, calibration: VisemeCalibration | None,
                   rng: np.random.Generator, emit_with_copies: Any, progress: bool) -> dict[str, Any]:
     """Align LJSpeech (cached, resumable), build its labels and emit its clips; returns the alignment summary."""
     from tqdm.auto import tqdm
@@ -424,7 +492,7 @@ def _add_ljspeech(config: RealMixConfig, out: Path, rest: np.ndarray, gains: np.
     clips = json.loads(cache.read_text(encoding="utf-8"))["clips"]
     for name in tqdm(sorted(clips), desc="LJSpeech", disable=not progress):
         wav = read_audio_16k(folder / name)
-        labels = built_labels(_ipa_phones(clips[name]), wav, "neutral", rest, rng, config.emotion_scale, gains)
+        labels = built_labels(_ipa_phones(clips[name]), wav, "neutral", rest, rng, config.emotion_scale, calibration)
         split = "test" if ljspeech_chapter(name) in config.ljspeech_holdout else "train"
         emit_with_copies(split, config.ljspeech_copies if split == "train" else 0, "ljspeech_" + Path(name).stem, wav,
                          labels, "ljspeech", speaker="ljspeech", emotion="neutral", sentence=clips[name]["text"])
@@ -443,7 +511,7 @@ pretty_name: PESTalk-HF real-speech training mix
 Built by `hub_scripts/make_real_mix.py` (`pestalk_hf.data.real_mix`). GRID corpus (Cooke et al. 2006,
 CC BY 4.0): real speech with MediaPipe labels of the real face. EmoDB (Burkhardt et al. 2005, CC0): real
 acted emotional speech with built face labels (viseme model on EmoDB's phone times, emotion prototypes,
-GRID's measured rest pose{", visemes scaled to GRID's faces (viseme_gains in mix.json)" if summary.get("viseme_gains") else ""}).
+GRID's measured rest pose{", visemes calibrated on GRID's faces (viseme_calibration in mix.json)" if summary.get("viseme_calibration") else ""}).
 Boredom clips left out: {summary['skipped_boredom']}.
 
 | split/source | clips |
