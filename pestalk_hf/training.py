@@ -122,6 +122,9 @@ class TrainingConfig:
     trainable_parameters: list[str] | None = None
     # Leave out training clips whose `source` column is one of these (e.g. ["emostyle_synth"] in a real mix).
     exclude_sources: list[str] = field(default_factory=list)
+    # Train on these sources but keep them out of the style library rebuilt at the end, the one inference
+    # retrieves from by voiceprint (e.g. ["emostyle_synth"]: a real voice never gets an eSpeak voice's style).
+    library_exclude_sources: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         """Raise ValueError naming the bad field."""
@@ -161,8 +164,13 @@ class TrainingConfig:
                 or not all(isinstance(x, str) and x for x in self.trainable_parameters)):
             raise ValueError("TrainingConfig.trainable_parameters must be a non-empty list of parameter-name "
                              f"prefixes or null, got {self.trainable_parameters!r}")
-        if not isinstance(self.exclude_sources, list) or not all(isinstance(x, str) for x in self.exclude_sources):
-            raise ValueError(f"TrainingConfig.exclude_sources must be a list of source names, got {self.exclude_sources!r}")
+        for name in ("exclude_sources", "library_exclude_sources"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise ValueError(f"TrainingConfig.{name} must be a list of source names, got {value!r}")
+        if self.library_exclude_sources and not self.rebuild_library:
+            raise ValueError("TrainingConfig.library_exclude_sources applies to the library rebuilt at the end: "
+                             "it needs rebuild_library: true")
         if self.pretrained_content_encoder is not None and self.base_model is not None:
             raise ValueError("TrainingConfig.pretrained_content_encoder initialises a fresh model; with base_model "
                              "the encoder weights come from the base model")
@@ -737,7 +745,8 @@ def _save_checkpoint(accelerator: Any, out: Path, step: int, consumed: int, keep
 def rebuild_style_library(model: PESTalkModel, cfg: TrainingConfig, cache: VoiceprintCache,
                           speakers: list[str]) -> None:
     """Reset the library and refill it with the final extractor over the whole training split
-    (eval mode, full clips, no cropping), so the saved library matches the saved weights."""
+    (eval mode, full clips, no cropping), so the saved library matches the saved weights. Clips of
+    ``cfg.library_exclude_sources`` are skipped: their speakers keep no entry, so retrieval never picks them."""
     was_training = model.training
     model.eval()
     model.resize_style_library([])
@@ -756,7 +765,10 @@ def rebuild_style_library(model: PESTalkModel, cfg: TrainingConfig, cache: Voice
         model.update_style_library(ids, batch["emotion_labels"].to(device), pooled, batch["voiceprint"].to(device))
         buffer.clear()
 
+    skipped = set(cfg.library_exclude_sources)
     for ex in training_clips(cfg):
+        if ex.get("source") in skipped:
+            continue
         buffer.append(cache(ex))
         if len(buffer) == cfg.batch_size:
             flush()

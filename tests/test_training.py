@@ -365,3 +365,29 @@ def test_trainable_parameters_and_exclude_sources_are_checked(tmp_path: Path):
             TrainingConfig(dataset="d", output_dir="o", trainable_parameters=bad).validate()
     with pytest.raises(ValueError, match="exclude_sources"):
         TrainingConfig(dataset="d", output_dir="o", exclude_sources="emostyle_synth").validate()
+    with pytest.raises(ValueError, match="library_exclude_sources must be a list"):
+        TrainingConfig(dataset="d", output_dir="o", library_exclude_sources="emostyle_synth").validate()
+    with pytest.raises(ValueError, match="needs rebuild_library"):
+        TrainingConfig(dataset="d", output_dir="o", library_exclude_sources=["x"], rebuild_library=False).validate()
+
+
+def test_library_exclude_sources_trains_on_them_but_never_retrieves_them(tiny_synth: Path, tmp_path: Path):
+    """The clips of "other" are trained on, but their speaker keeps no library entry: retrieval with that
+    speaker's own voiceprint picks another speaker."""
+    from pestalk_hf import PESTalkModel
+    from pestalk_hf.training import training_clips
+
+    mixed = _with_two_sources(tiny_synth, tmp_path / "mixed")
+    cfg = TrainingConfig(**tiny_training_config(mixed, tmp_path / "run", use_pairs=False, max_steps=10,
+                                                library_exclude_sources=["other"]))
+    final = train(cfg, progress=False)
+    stats = json.loads((tmp_path / "run" / "data_stats.json").read_text())
+    other = next(ex["speaker"] for ex in training_clips(cfg) if ex["source"] == "other")
+    assert other in stats["speakers"]  # trained on: a speaker of the model
+    model = PESTalkModel.from_pretrained(final)
+    lib = model.style_library
+    k = stats["speakers"].index(other)
+    assert lib.emotion_counts[k].sum() == 0 and all(
+        lib.emotion_counts[i].sum() > 0 for i in range(lib.num_speakers) if i != k)
+    styles, valid = lib.entries()
+    assert not valid.view(lib.num_speakers, -1)[k].any()
