@@ -746,7 +746,8 @@ def rebuild_style_library(model: PESTalkModel, cfg: TrainingConfig, cache: Voice
                           speakers: list[str]) -> None:
     """Reset the library and refill it with the final extractor over the whole training split
     (eval mode, full clips, no cropping), so the saved library matches the saved weights. Clips of
-    ``cfg.library_exclude_sources`` are skipped: their speakers keep no entry, so retrieval never picks them."""
+    ``cfg.library_exclude_sources`` are skipped, and the speakers left without a clip are dropped from the
+    library (and ``config.style_speakers``): retrieval never picks them, ``--speaker-style`` does not offer them."""
     was_training = model.training
     model.eval()
     model.resize_style_library([])
@@ -774,6 +775,9 @@ def rebuild_style_library(model: PESTalkModel, cfg: TrainingConfig, cache: Voice
             flush()
     if buffer:
         flush()
+    if skipped:  # drop the speakers left without a clip, so nothing lists a style that does not exist
+        counts = model.style_library.speaker_counts.tolist()
+        model.resize_style_library([s for s, n in zip(speakers, counts) if n > 0])
     model.train(was_training)
 
 
