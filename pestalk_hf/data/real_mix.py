@@ -184,12 +184,11 @@ class VisemeCalibration:
     closure_jaw: float = 0.08  # jawOpen above rest at a bilabial closure (:func:`close_lips_on_bilabials`)
 
     def lower_face(self, phones: Sequence[Phone], num_frames: int) -> np.ndarray:
-        """(T, 52) calibrated lower face above the rest pose (channels outside the lower face are 0)."""
+        """(T, 52) calibrated lower face above the rest pose (the fit leaves other channels at gain 1,
+        offset 0, so they stay :func:`viseme_curves`' zeros)."""
         out = viseme_curves(list(phones), num_frames) * self.gains[None]
         out += speech_activity(phones, num_frames)[:, None].astype(np.float32) * self.speech_offset[None]
-        keep = np.zeros(len(ARKIT_BLENDSHAPE_NAMES), bool)
-        keep[_LOWER] = True
-        return np.where(keep[None], out, 0.0).astype(np.float32)
+        return out.astype(np.float32)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {key: {ARKIT_BLENDSHAPE_NAMES[i]: round(float(v[i]), 4) for i in _LOWER}
@@ -207,10 +206,10 @@ def fit_viseme_calibration(tracks: Iterable[tuple[np.ndarray, Sequence[Phone]]],
     clipped) and on :func:`speech_activity` (its speech offset); the Left/Right channels of a pair share
     one fit (a face's asymmetry is the speaker's, not the phone's); channels the viseme model never drives
     keep gain 1 and get an offset only. ``closure_jaw``: the median jawOpen above rest at the most closed
-    frame of each bilabial (±1 frame), how far real faces lower the jaw to close the lips. Where the viseme model only loosely predicts a channel the fitted
-    gain is small — that is what minimises the error against the real face, and why uncalibrated labels
-    (mouthStretch 0.3–0.45 on /i s e/ where GRID's faces show ≈ 0.01) made the model worse than a still
-    face on unseen speakers.
+    frame of each bilabial (±1 frame), how far real faces lower the jaw to close the lips. Where the viseme
+    model only loosely predicts a channel the fitted gain is small — that is what minimises the error against
+    the real face, and why uncalibrated labels (mouthStretch 0.3–0.45 on /i s e/ where GRID's faces show ≈
+    0.01) made the model worse than a still face on unseen speakers.
     """
     C = len(ARKIT_BLENDSHAPE_NAMES)
     ata = np.zeros((C, 2, 2), np.float64)  # normal equations of [viseme, activity] per channel
@@ -501,6 +500,8 @@ def _add_ljspeech(config: RealMixConfig, out: Path, rest: np.ndarray, calibratio
 
 def _card(summary: dict[str, Any]) -> str:
     rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(summary["counts"].items()))
+    calibrated = (", visemes calibrated on GRID's faces (viseme_calibration in mix.json)"
+                  if summary.get("viseme_calibration") else "")
     return f"""---
 license: cc-by-4.0
 pretty_name: PESTalk-HF real-speech training mix
@@ -511,7 +512,7 @@ pretty_name: PESTalk-HF real-speech training mix
 Built by `hub_scripts/make_real_mix.py` (`pestalk_hf.data.real_mix`). GRID corpus (Cooke et al. 2006,
 CC BY 4.0): real speech with MediaPipe labels of the real face. EmoDB (Burkhardt et al. 2005, CC0): real
 acted emotional speech with built face labels (viseme model on EmoDB's phone times, emotion prototypes,
-GRID's measured rest pose{", visemes calibrated on GRID's faces (viseme_calibration in mix.json)" if summary.get("viseme_calibration") else ""}).
+GRID's measured rest pose{calibrated}).
 Boredom clips left out: {summary['skipped_boredom']}.
 
 | split/source | clips |
