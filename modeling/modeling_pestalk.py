@@ -129,6 +129,8 @@ class PESTalkOutput(ModelOutput):
         loss_position / loss_motion / loss_classification / loss_disentanglement: the unweighted terms.
         frame_emotion_logits: ``(B, T, num_emotions)`` streaming mode only: log of the smoothed running
             emotion probabilities in effect at each frame (what the style followed; causal).
+        silence_pose: ``(B, 52)`` ``animate(return_silence_pose=True)`` only: the model's face on digital silence
+            with this clip's style (per-channel median over 1 s), its rest pose for this voice and emotion.
     """
 
     loss: torch.Tensor | None = None
@@ -144,6 +146,7 @@ class PESTalkOutput(ModelOutput):
     loss_classification: torch.Tensor | None = None
     loss_disentanglement: torch.Tensor | None = None
     frame_emotion_logits: torch.Tensor | None = None
+    silence_pose: torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------------------- audio encoders
@@ -1189,6 +1192,7 @@ class PESTalkModel(PESTalkPreTrainedModel):
         style_top_k: int | None = None,
         chunk_seconds: float | None = None,
         overlap_seconds: float | None = None,
+        return_silence_pose: bool = False,
     ) -> PESTalkOutput:
         """Inference on one clip of any length in bounded memory.
 
@@ -1205,6 +1209,7 @@ class PESTalkModel(PESTalkPreTrainedModel):
             waveform: ``(N,)`` or ``(1, N)`` at 16 kHz: float, or int16 PCM (sample ``k`` is ``k / 32768``,
                 what the pipeline passes: half the memory of fp32; converted one window at a time).
             voiceprint: ``(voiceprint_dim,)`` or ``(1, voiceprint_dim)``.
+            return_silence_pose: also return the face on silence with this clip's style (:meth:`silence_pose`).
         Returns:
             :class:`PESTalkOutput` with batch size 1 (no loss terms; features not returned).
         """
@@ -1307,7 +1312,21 @@ class PESTalkModel(PESTalkPreTrainedModel):
         return PESTalkOutput(
             blendshapes=out[None], emotion_logits=emotion_logits, style_indices=index, style_similarity=sim,
             frame_mask=torch.ones(1, num_frames, dtype=torch.bool, device=device),
+            # a streaming style track varies over the clip: its mean stands for the clip's style at rest
+            silence_pose=self.silence_pose(style.mean(1) if style.ndim == 3 else style) if return_silence_pose else None,
         )
+
+    @torch.no_grad()
+    def silence_pose(self, style: torch.Tensor, seconds: float = 1.0) -> torch.Tensor:
+        """The face on ``seconds`` of digital silence for a projected ``style`` ``(B, style_dim)`` →
+        ``(B, 52)``, the per-channel median over the frames (clamped to [0, 1] like the output)."""
+        cfg = self.config
+        n = max(int(round(seconds * cfg.sampling_rate)), math.ceil(cfg.samples_per_frame))
+        zeros = torch.zeros(style.shape[0], n, dtype=self.dtype, device=style.device)
+        mask = torch.ones(style.shape[0], cfg.num_frames(n), dtype=torch.bool, device=style.device)
+        emotion, content = self.encode(zeros, mask)
+        pose = self.decode(emotion, content, style.to(self.dtype), mask).float().median(dim=1).values
+        return pose.clamp(0.0, 1.0) if cfg.clamp_output else pose
 
     # ---------------------------------------------------------------- library building
     @torch.no_grad()

@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoothing", type=_smoothing, default=0.0,
                    help="Gaussian smoothing sigma in frames, 0–60 (default 0)")
     p.add_argument("--blinks", action="store_true", help="add procedural eye blinks")
+    p.add_argument("--no-rest-in-silence", dest="rest_in_silence", action="store_false",
+                   help="keep the model's lower face in pauses (default: eased to the model's silence pose "
+                        "in quiet stretches of at least 0.15 s)")
     p.add_argument("--max-seconds", type=_positive_seconds, default=3600.0,
                    help="refuse longer inputs (seconds > 0; default 3600)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cpu)")
@@ -314,6 +317,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
         params = dict(
             emotion=args.emotion, intensity=args.intensity, speaker_style=args.speaker_style,
             style_top_k=args.style_top_k, smoothing=args.smoothing, blinks=args.blinks, max_seconds=args.max_seconds,
+            rest_in_silence=args.rest_in_silence,
         )
         pipe._sanitize_parameters(**params)  # unknown emotion/speaker → usage error before any work
     except (ValueError, TypeError, OSError) as err:  # FileNotFoundError is an OSError

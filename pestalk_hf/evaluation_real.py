@@ -68,6 +68,7 @@ from typing import Any
 
 import numpy as np
 
+from .audio import frame_level_db
 from .blendshapes import LIPS_CLOSED_THRESHOLD, lip_aperture as _lip_aperture
 from .data.aligner import LJSPEECH_TEST_CHAPTERS, align_ljspeech, ljspeech_chapter, load_alignment_cache
 from .metrics import emotion_accuracy, lbe, mbe
@@ -402,13 +403,7 @@ def talking_face_metrics(preds: Sequence[Any], refs: Sequence[Any], max_lag: int
 def loudness_db(waveform: Any, num_frames: int, sampling_rate: int = SAMPLING_RATE, fps: float = FPS,
                 window_s: float = LOUDNESS_WINDOW_SECONDS, floor_db: float = LOUDNESS_FLOOR_DB) -> np.ndarray:
     """(T,) frame loudness in dB relative to the clip's 95th-percentile level, floored at ``floor_db``."""
-    x = np.asarray(waveform, dtype=np.float64).reshape(-1)
-    half = int(round(window_s * sampling_rate / 2))
-    csum = np.concatenate([[0.0], np.cumsum(x * x)])
-    centres = np.round(np.arange(num_frames) / fps * sampling_rate).astype(np.int64)
-    lo, hi = np.clip(centres - half, 0, len(x)), np.clip(centres + half, 0, len(x))
-    energy = (csum[hi] - csum[lo]) / np.maximum(hi - lo, 1)
-    db = 10 * np.log10(energy + 1e-12)
+    db = frame_level_db(waveform, num_frames, sampling_rate, fps, window_s)
     ref = np.percentile(db, 95) if len(db) else 0.0
     return np.maximum(db - ref, floor_db)
 

@@ -19,7 +19,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .animation import BlendshapeAnimation
 from .audio import SAMPLING_RATE, check_max_seconds, load_audio
-from .postprocess import add_blinks, check_smoothing, smooth
+from .postprocess import add_blinks, check_smoothing, rest_in_silence as _rest_in_silence, smooth
 from .voiceprint import VoiceprintBackend, backend_from_config, get_voiceprint_backend
 
 TASK = "audio-to-blendshape"
@@ -124,6 +124,8 @@ class AudioToBlendshapePipeline(Pipeline):
         intensity: 0 = the speaker's neutral style … 1 = as retrieved … 2 = exaggerated.
         speaker_style: use this library speaker's style instead of the nearest voiceprint.
         style_top_k: soft retrieval over the k nearest library styles.
+        rest_in_silence: ease the lower face into the model's own silence pose in the quiet stretches
+            (≥ 0.15 s) of the audio (default ``True``; :func:`pestalk_hf.postprocess.rest_in_silence`).
         smoothing: Gaussian smoothing σ in frames (0 = off).
         blinks: add procedural eye blinks (``True``/``False``); ``blink_seed`` picks their timing.
         sampling_rate: rate of a raw numpy input.
@@ -168,12 +170,15 @@ class AudioToBlendshapePipeline(Pipeline):
         blink_seed: int | None = None,
         sampling_rate: int | None = None,
         max_seconds: float | None = None,
+        rest_in_silence: bool | None = None,
         **kwargs: Any,
     ):
         if kwargs:
             raise TypeError(f"unexpected pipeline arguments: {sorted(kwargs)}")
-        if blinks is not None and not isinstance(blinks, (bool, np.bool_)):
-            raise TypeError(f"blinks must be True or False, got {type(blinks).__name__} {blinks!r}")
+        for name, flag in (("blinks", blinks), ("rest_in_silence", rest_in_silence)):
+            if flag is not None and not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {type(flag).__name__} {flag!r}")
+        rest = True if rest_in_silence is None else bool(rest_in_silence)
         _check_number("style_top_k", style_top_k, integer=True)
         _check_number("blink_seed", blink_seed, integer=True)
         _check_number("smoothing", smoothing)
@@ -184,13 +189,15 @@ class AudioToBlendshapePipeline(Pipeline):
             "force_emotion": resolve_emotion(self.model.config, emotion),
             "force_speaker": resolve_speaker(self.model.config, speaker_style),
             "intensity": check_intensity(intensity),
+            "return_silence_pose": rest,
         }
         if style_top_k is not None:
             if int(style_top_k) < 1:
                 raise ValueError(f"style_top_k must be ≥ 1, got {style_top_k}")
             forward["style_top_k"] = int(style_top_k)
         # validated here, before any audio is decoded
-        post = {"smoothing": check_smoothing(smoothing or 0.0), "blinks": bool(blinks), "blink_seed": int(blink_seed or 0)}
+        post = {"smoothing": check_smoothing(smoothing or 0.0), "blinks": bool(blinks), "blink_seed": int(blink_seed or 0),
+                "rest_in_silence": rest}
         return preprocess, forward, post
 
     def __call__(self, inputs: Any, *args: Any, errors: str = "raise", **kwargs: Any) -> Any:
@@ -252,11 +259,16 @@ class AudioToBlendshapePipeline(Pipeline):
             "style_index": int(out.style_indices[0]),
             "style_similarity": float(out.style_similarity[0]),
             "waveform": model_inputs["waveform"],
+            "silence_pose": None if out.silence_pose is None else out.silence_pose[0].float().cpu(),
         }
 
-    def postprocess(self, model_outputs: dict[str, Any], smoothing: float = 0.0, blinks: bool = False, blink_seed: int = 0):
+    def postprocess(self, model_outputs: dict[str, Any], smoothing: float = 0.0, blinks: bool = False, blink_seed: int = 0,
+                    rest_in_silence: bool = True):
         cfg = self.model.config
         weights = model_outputs["blendshapes"].numpy()
+        if rest_in_silence and model_outputs.get("silence_pose") is not None:
+            weights = _rest_in_silence(weights, model_outputs["waveform"].numpy(), model_outputs["silence_pose"].numpy(),
+                                       fps=cfg.fps)
         weights = smooth(weights, smoothing)
         if blinks:
             weights = add_blinks(weights, cfg.fps, blink_seed)
@@ -286,6 +298,7 @@ class AudioToBlendshapePipeline(Pipeline):
         from .streaming import StreamingAnimator
 
         _, forward, post = self._sanitize_parameters(**params)
+        forward.pop("return_silence_pose")  # the streamer sees too little audio to tell pauses from speech levels
         animator = StreamingAnimator(
             self.model, self.voiceprint_backend, context_seconds=context_seconds,
             lookahead_seconds=lookahead_seconds, **forward,

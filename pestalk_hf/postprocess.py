@@ -1,7 +1,14 @@
-"""Post-processing of predicted blendshape tracks: temporal smoothing and procedural eye blinks.
+"""Post-processing of predicted blendshape tracks: the mouth at rest in silence, temporal smoothing and
+procedural eye blinks.
 
 Audio cannot predict blinks (they are not driven by speech), yet a face that never blinks looks
 dead, so animators add them; :func:`add_blinks` does it with human statistics.
+
+A model that sees ±1 s of context carries the talking posture across short pauses: on the held-out LJ
+Speech chapters the stage 3 default left the jaw more than 0.05 open in half of the 0.2–0.3 s breath
+pauses, though it rests at jawOpen ≈ 0.03 on silence. :func:`rest_in_silence` finds the quiet stretches
+of the audio itself (relative to the clip's own speech and noise levels, so a noisy room does not read as
+speech and a quiet talker as silence) and eases the lower face into the model's own silence pose there.
 """
 
 from __future__ import annotations
@@ -9,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from .modeling.configuration_pestalk import ARKIT_BLENDSHAPE_NAMES
+from .audio import FPS, SAMPLING_RATE, frame_level_db
+from .modeling.configuration_pestalk import ARKIT_BLENDSHAPE_NAMES, DEFAULT_LOWER_FACE_NAMES
 
 _BLINK_CHANNELS = [ARKIT_BLENDSHAPE_NAMES.index(n) for n in ("eyeBlinkLeft", "eyeBlinkRight")]
 
@@ -38,6 +46,67 @@ def smooth(weights: np.ndarray, sigma_frames: float) -> np.ndarray:
     if sigma_frames == 0 or len(weights) < 2:
         return weights
     return gaussian_filter1d(weights, sigma=sigma_frames, axis=0, mode="nearest").astype(weights.dtype)
+
+
+#: Shortest quiet stretch that brings the mouth to rest (s); shorter gaps (stop closures, the dips between
+#: words) keep the model's own curves.
+SILENCE_MIN_SECONDS = 0.15
+#: Frames over which the gate eases in at the start of a quiet stretch and out at its end (67 ms at 30 fps):
+#: the mouth takes about as long to settle after speech and to open before it.
+SILENCE_RAMP_FRAMES = 2
+
+
+def quiet_frames(waveform: np.ndarray, num_frames: int, sampling_rate: int = SAMPLING_RATE, fps: float = FPS,
+                 position: float = 0.35, min_depth_db: float = 12.0, max_depth_db: float = 40.0) -> np.ndarray:
+    """(T,) bool: frames whose level is closer to the clip's noise floor than to its speech.
+
+    Levels are :func:`pestalk_hf.audio.frame_level_db` (50 ms windows); the speech level is their 95th
+    percentile, the noise floor their 5th. A frame is quiet below ``floor + position · (speech − floor)``,
+    but never closer than ``min_depth_db`` to the speech level (in audio that is noise almost throughout,
+    nothing is quiet) and never required to be more than ``max_depth_db`` below it (digital silence would
+    otherwise put the threshold in the noise of a breath)."""
+    db = frame_level_db(waveform, num_frames, sampling_rate, fps)
+    if num_frames == 0:
+        return np.zeros(0, dtype=bool)
+    speech, floor = np.percentile(db, 95), np.percentile(db, 5)
+    depth = float(np.clip((1.0 - position) * (speech - floor), min_depth_db, max_depth_db))
+    return db < speech - depth
+
+
+def silence_gate(quiet: np.ndarray, min_frames: int, ramp_frames: int = SILENCE_RAMP_FRAMES) -> np.ndarray:
+    """(T,) in [0, 1]: 1 inside runs of at least ``min_frames`` quiet frames, easing in over their first
+    ``ramp_frames`` frames and out over their last; 0 elsewhere."""
+    quiet = np.asarray(quiet, dtype=bool)
+    gate = np.zeros(len(quiet), dtype=np.float32)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], quiet.astype(np.int8), [0]])))
+    for start, stop in zip(edges[::2], edges[1::2]):
+        if stop - start < max(min_frames, 1):
+            continue
+        k = np.arange(start, stop)
+        gate[start:stop] = np.minimum(np.minimum(k - start + 1, stop - k) / (ramp_frames + 1), 1.0)
+    return gate
+
+
+def rest_in_silence(weights: np.ndarray, waveform: np.ndarray, rest_pose: np.ndarray,
+                    sampling_rate: int = SAMPLING_RATE, fps: float = FPS,
+                    min_seconds: float = SILENCE_MIN_SECONDS,
+                    channels: tuple[str, ...] = DEFAULT_LOWER_FACE_NAMES) -> np.ndarray:
+    """``(T, 52)`` weights with the lower face ``channels`` eased towards ``rest_pose`` (52,) in the quiet
+    stretches of ``waveform`` (:func:`quiet_frames`) of at least ``min_seconds``. The upper face (the
+    emotion, blinks) is left as it is."""
+    weights = np.asarray(weights)
+    rest_pose = np.asarray(rest_pose, dtype=weights.dtype).reshape(-1)
+    if rest_pose.shape[0] != weights.shape[1]:
+        raise ValueError(f"rest_pose has {rest_pose.shape[0]} channels, the weights {weights.shape[1]}")
+    gate = silence_gate(quiet_frames(waveform, len(weights), sampling_rate, fps),
+                        int(np.ceil(min_seconds * fps - 1e-9)))
+    if not gate.any():
+        return weights
+    idx = [ARKIT_BLENDSHAPE_NAMES.index(n) for n in channels]
+    out = weights.copy()
+    g = gate[:, None].astype(weights.dtype)
+    out[:, idx] = (1 - g) * weights[:, idx] + g * rest_pose[None, idx]
+    return out
 
 
 def blink_curve(num_frames: int, fps: float, seed: int = 0, mean_interval_s: float = 4.0) -> np.ndarray:

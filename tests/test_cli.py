@@ -102,6 +102,22 @@ def test_bf16_weights_write_the_same_track_closely(tmp_path, tiny_model_dir, ass
     assert np.abs(tracks["bf16"] - tracks["fp32"]).mean() < 0.02
 
 
+def test_no_rest_in_silence_keeps_the_models_lower_face(tmp_path, tiny_model_dir, assets):  # noqa: F811
+    from pestalk_hf.modeling.configuration_pestalk import ARKIT_BLENDSHAPE_NAMES, DEFAULT_LOWER_FACE_NAMES
+
+    wav = str(assets / "speech" / "emodb" / "14a02Fd.wav")  # EmoDB clips start and end in silence
+    tracks = {}
+    for name, extra in (("gated", []), ("raw", ["--no-rest-in-silence"])):
+        proc = run_cli("animate", wav, "-o", str(tmp_path / name), "--model", str(tiny_model_dir),
+                       "--format", "npz", "-q", *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        tracks[name] = np.load(tmp_path / name / "14a02Fd.npz")["weights"]
+    lower = [ARKIT_BLENDSHAPE_NAMES.index(n) for n in DEFAULT_LOWER_FACE_NAMES]
+    upper = [i for i in range(52) if i not in lower]
+    np.testing.assert_array_equal(tracks["gated"][:, upper], tracks["raw"][:, upper])
+    assert not np.allclose(tracks["gated"][:, lower], tracks["raw"][:, lower], atol=1e-3)
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -193,6 +193,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         pipe = _load(args.model, args.device, args.int8, args.dtype, default=default_model(args.streaming_mode))
         _, forward, _ = pipe._sanitize_parameters(emotion=args.emotion, intensity=args.intensity,
                                                   speaker_style=args.speaker_style, style_top_k=args.style_top_k)
+        forward.pop("return_silence_pose")  # an offline pass's flag: the streamers do not gate silence
         timing = {"lookahead_frames": args.lookahead_frames, "context_seconds": args.context_seconds,
                   "lookahead_seconds": args.lookahead_seconds}  # only the mode's own are set (checked above)
         timing = {k: v for k, v in timing.items() if v is not None}  # the rest: make_animator's defaults
