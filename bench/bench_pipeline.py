@@ -5,7 +5,8 @@
 
 Prints:
   * end-to-end wall time for ``--seconds`` of speech → every format (CSV, JSON, NPZ, GLB, MP4, PNG),
-    split into model inference and writing, and its real-time factor (target < 1, MP4 included);
+    split into model inference and writing, and its real-time factor (target < 1, MP4 included); then
+    inference with and without ``rest_in_silence`` (median of 3 each, interleaved);
   * render frames/s at 512×512 for the default avatar and ``ict_face_arkit52.glb`` (bench_render);
   * streaming latency per chunk: compute time per push and the end-to-end latency of a frame
     (chunk duration + lookahead + compute), for the offline-window mode and the bounded-look-ahead mode
@@ -58,6 +59,16 @@ def bench_end_to_end(pipe, seconds: float) -> None:
     total = t2 - t0
     print(f"end-to-end {seconds:.0f} s speech → all formats: {total:.2f} s (RTF {total / seconds:.3f}); "
           f"inference {t1 - t0:.2f} s, writing {t2 - t1:.2f} s", flush=True)
+    # what the mouth at rest in silence (a 1 s silence decode + the level scan) adds, same run
+    on, off = [], []
+    for _ in range(3):
+        for flag, times in ((True, on), (False, off)):
+            t = time.perf_counter()
+            pipe({"array": audio, "sampling_rate": 16000}, rest_in_silence=flag)
+            times.append(time.perf_counter() - t)
+    print(f"inference with / without rest_in_silence (median of 3): {statistics.median(on):.3f} / "
+          f"{statistics.median(off):.3f} s (RTF {statistics.median(on) / seconds:.4f} / "
+          f"{statistics.median(off) / seconds:.4f}, ratio {statistics.median(on) / statistics.median(off):.2f})", flush=True)
 
 
 def bench_streaming(pipe, seconds: float, chunk_ms: int, lookahead: float) -> None:

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lips-closed-threshold", type=float, default=d.lips_closed_threshold)
     p.add_argument("--pause-tolerance", type=float, default=d.pause_tolerance)
     p.add_argument("--min-pause", type=float, default=d.min_pause_seconds, dest="min_pause_seconds")
+    p.add_argument("--no-rest-in-silence", dest="rest_in_silence", action="store_false",
+                   help="run the pipeline with rest_in_silence=False (the model's own mouth in pauses)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 

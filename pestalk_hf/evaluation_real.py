@@ -472,9 +472,11 @@ class Prediction:
 
 
 class ModelRunner:
-    """Runs the pipeline deterministically (no blinks, no smoothing) and reads the model's rest jaw."""
+    """Runs the pipeline deterministically (no blinks, no smoothing) and reads the model's rest jaw.
+    ``rest_in_silence``: the pipeline's mouth at rest in quiet stretches (on, as a user gets it)."""
 
-    def __init__(self, model: str | None = None, device: str | None = None, silence_rest: bool = True) -> None:
+    def __init__(self, model: str | None = None, device: str | None = None, silence_rest: bool = True,
+                 rest_in_silence: bool = True) -> None:
         import torch
 
         from .pipeline import load_pipeline
@@ -483,11 +485,12 @@ class ModelRunner:
         self.pipe = load_pipeline(model, device=device)
         self.emotions = list(self.pipe.model.config.emotions)
         self.silence_rest = silence_rest
+        self.rest_in_silence = rest_in_silence
 
     def __call__(self, source: Any, sampling_rate: int | None = None, silence: bool = False) -> Prediction:
         """Animate one clip; ``silence=True`` also reads the model's jawOpen on silence for this voice."""
         kwargs = {"sampling_rate": sampling_rate} if sampling_rate is not None else {}
-        anim = self.pipe(source, blinks=False, smoothing=0.0, **kwargs)
+        anim = self.pipe(source, blinks=False, smoothing=0.0, rest_in_silence=self.rest_in_silence, **kwargs)
         probs = dict(anim.emotion_probabilities or {})
         emotion = max(probs, key=probs.get) if probs else ""
         silence = self.silence_jaw(anim.audio) if silence and self.silence_rest else None
@@ -538,6 +541,7 @@ class RealEvalConfig:
     pause_tolerance: float = PAUSE_TOLERANCE
     min_pause_seconds: float = MIN_PAUSE_SECONDS
     max_lag: int = MAX_LAG
+    rest_in_silence: bool = True  # the pipeline's default; False measures the model's own pauses
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -999,7 +1003,7 @@ def run_real_evaluation(cfg: RealEvalConfig, runner: ModelRunner | None = None) 
     out_dir = Path(cfg.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_root = out_dir / "cache"
-    runner = runner or ModelRunner(cfg.model, cfg.device)
+    runner = runner or ModelRunner(cfg.model, cfg.device, rest_in_silence=cfg.rest_in_silence)
     shared: dict[str, Any] = {}
     result: dict[str, Any] = {"config": {**asdict(cfg), "model": cfg.model or "pestalk_hf default model"},
                               "definitions": "docs/METRICS.md#real-speech-evaluation", "model_emotions": runner.emotions}
@@ -1036,7 +1040,9 @@ SET_NAMES = {"arctic": "CMU ARCTIC a0009", "emodb": "EmoDB held-out speakers", "
 def render_markdown(result: Mapping[str, Any]) -> str:
     """The report as markdown: model and floors side by side."""
     lines = [f"# Real-speech evaluation: {result['config']['model']}", "",
-             "Definitions: `docs/METRICS.md` (Real-speech evaluation). `—`: undefined (constant track) or not run.", ""]
+             "Definitions: `docs/METRICS.md` (Real-speech evaluation). `—`: undefined (constant track) or not run.",
+             "Pipeline: mouth at rest in silence "
+             + ("on (the default)." if result["config"].get("rest_in_silence", True) else "off (`--no-rest-in-silence`)."), ""]
     tf = result.get("talking_faces")
     if tf:
         lines += ["## Talking faces (references: MediaPipe labels)", "",

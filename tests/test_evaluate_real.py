@@ -226,3 +226,8 @@ def test_script_end_to_end_with_a_tiny_model(assets, tmp_path):
     assert emo["neutral_read_speech"]["arctic"]["n"] == 2 and "ljspeech" not in emo["neutral_read_speech"]
     assert "| group | metric | model | zeros | mean pose | loudness→jaw |" in md
     assert "bilabials closed" in md and "read as neutral" in md
+    assert "mouth at rest in silence on" in md and result["config"]["rest_in_silence"] is True
+    # the model's own pauses, without the pipeline's gate
+    assert cli.main(argv + ["--sections", "phones", "--no-rest-in-silence"]) == 0
+    raw = json.loads((out / "real_eval.json").read_text())
+    assert raw["config"]["rest_in_silence"] is False and "off" in (out / "real_eval.md").read_text().split("\n")[3]
