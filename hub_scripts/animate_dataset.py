@@ -27,11 +27,13 @@ def main() -> None:
     parser.add_argument("--emotion", default=None)
     parser.add_argument("--intensity", type=float, default=None)
     parser.add_argument("--blinks", action="store_true")
+    parser.add_argument("--no-rest-in-silence", dest="rest_in_silence", action="store_false",
+                        help="keep the model's own mouth in pauses (as pestalk live does)")
     args = parser.parse_args()
     animate_dataset(
         args.dataset, args.output, split=args.split, model=args.model, audio_column=args.audio_column,
         id_column=args.id_column, max_clips=args.max_clips, emotion=args.emotion, intensity=args.intensity,
-        blinks=args.blinks,
+        blinks=args.blinks, rest_in_silence=args.rest_in_silence,
     )
 
 
