@@ -84,7 +84,8 @@ def speech_file(seconds: float, folder: Path, audio_path: Path | None) -> Path:
     return path
 
 
-def run_once(pipe, path: Path, *, mode: str, timing: dict, chunk_ms: float, pace: bool, emotion: bool) -> dict:
+def run_once(pipe, path: Path, *, mode: str, timing: dict, chunk_ms: float, pace: bool, emotion: bool,
+             rest_in_silence: bool = True) -> dict:
     """One real-time session of ``mode``; ``timing``: that mode's :func:`~pestalk_hf.live.make_animator` options."""
     from pestalk_hf.live import EmotionMeter, FileSource, LiveLinkOutput, LiveSession, make_animator
 
@@ -93,7 +94,8 @@ def run_once(pipe, path: Path, *, mode: str, timing: dict, chunk_ms: float, pace
     out.open()
     source = FileSource(path, block_seconds=chunk_ms / 1000)
     source.open()
-    animator = make_animator(model=pipe.model, voiceprint_backend=pipe.voiceprint_backend, mode=mode, **timing)
+    animator = make_animator(model=pipe.model, voiceprint_backend=pipe.voiceprint_backend, mode=mode,
+                             rest_in_silence=rest_in_silence, **timing)
     # as `pestalk live` runs it (its own thread); the session only feeds it when the animator keeps no
     # emotion estimate of its own (the lookahead mode does)
     meter = EmotionMeter(pipe.model) if emotion else None
@@ -146,6 +148,7 @@ def main() -> None:
                             f"{k} {v:g} ms" for k, v in DEFAULT_CHUNK_MS.items()) + ")")
     parser.add_argument("--no-pace", action="store_true", help="send each burst at once (lower p50, jerkier)")
     parser.add_argument("--no-emotion-meter", action="store_true", help="without the status line's emotion reading")
+    parser.add_argument("--no-rest-in-silence", action="store_true", help="as pestalk live --no-rest-in-silence")
     parser.add_argument("--model", default=None,
                         help="model folder for every run (default: each mode's embedded model, as pestalk live: the "
                              "offline default for offline-window, its streaming fine-tune for lookahead)")
@@ -171,7 +174,7 @@ def main() -> None:
         for mode, timing in runs:
             chunk_ms = DEFAULT_CHUNK_MS[mode] if args.chunk_ms is None else args.chunk_ms
             r = run_once(pipes[mode], path, mode=mode, timing=timing, chunk_ms=chunk_ms, pace=not args.no_pace,
-                         emotion=not args.no_emotion_meter)
+                         emotion=not args.no_emotion_meter, rest_in_silence=not args.no_rest_in_silence)
             r["load_average_1min_after"] = round(os.getloadavg()[0], 2)
             results.append(r)
             lat = r["latency_ms"]

@@ -293,16 +293,19 @@ class AudioToBlendshapePipeline(Pipeline):
     ) -> Iterator[np.ndarray]:
         """Animate audio as it arrives (microphone, network): yields ``(k, 52)`` arrays of new frames.
 
-        See :class:`pestalk_hf.streaming.StreamingAnimator` for the latency model.
+        See :class:`pestalk_hf.streaming.StreamingAnimator` for the latency model; ``rest_in_silence``
+        (default on) is :class:`pestalk_hf.streaming.RestInSilenceStream`, the causal rest in silence.
         """
-        from .streaming import StreamingAnimator
+        from .streaming import RestInSilenceStream, StreamingAnimator
 
         _, forward, post = self._sanitize_parameters(**params)
-        forward.pop("return_silence_pose")  # the streamer sees too little audio to tell pauses from speech levels
+        rest = forward.pop("return_silence_pose")  # a stream rests causally: RestInSilenceStream
         animator = StreamingAnimator(
             self.model, self.voiceprint_backend, context_seconds=context_seconds,
             lookahead_seconds=lookahead_seconds, **forward,
         )
+        if rest:
+            animator = RestInSilenceStream(animator)
         resampler = None
         if sampling_rate != SAMPLING_RATE:
             import soxr

@@ -72,9 +72,14 @@ def quiet_frames(waveform: np.ndarray, num_frames: int, sampling_rate: int = SAM
     db = frame_level_db(waveform, num_frames, sampling_rate, fps)
     if num_frames == 0:
         return np.zeros(0, dtype=bool)
-    speech, floor = np.percentile(db, 95), np.percentile(db, 5)
-    depth = float(np.clip((1.0 - position) * (speech - floor), min_depth_db, max_depth_db))
-    return db < speech - depth
+    return db < quiet_threshold_db(db, position, min_depth_db, max_depth_db)
+
+
+def quiet_threshold_db(levels_db: np.ndarray, position: float = 0.15, min_depth_db: float = 12.0,
+                       max_depth_db: float = 40.0) -> float:
+    """The level below which a frame is quiet (:func:`quiet_frames`), from frame levels in dB."""
+    speech, floor = np.percentile(levels_db, 95), np.percentile(levels_db, 5)
+    return float(speech - np.clip((1.0 - position) * (speech - floor), min_depth_db, max_depth_db))
 
 
 def silence_gate(quiet: np.ndarray, min_frames: int, ramp_frames: int = SILENCE_RAMP_FRAMES) -> np.ndarray:

@@ -13,7 +13,8 @@ in the config, :mod:`pestalk_hf.modeling.lookahead`): every layer sees at most t
 chunk of ``L + 1`` frames, so a chunk is final as soon as its audio (plus half an STFT window, 12.5 ms)
 has arrived; its latency is chunk + L/30 s + 12.5 ms + compute instead of chunk + 300 ms + compute.
 Emotion and style run on a slower clock (:class:`~pestalk_hf.modeling.modeling_pestalk.StreamingStyleTracker`).
-:func:`make_streaming_animator` picks either.
+:func:`make_streaming_animator` picks either; :class:`RestInSilenceStream` wraps either and rests the mouth in
+the stream's silences, causally (the offline pipeline's :func:`pestalk_hf.postprocess.rest_in_silence`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .audio import PCM16_SCALE
+from .modeling.configuration_pestalk import ARKIT_BLENDSHAPE_NAMES, DEFAULT_LOWER_FACE_NAMES
 from .modeling.modeling_pestalk import StreamingStyleTracker, streaming_chunk_ready_samples, streaming_receptive_field
+from .postprocess import SILENCE_MIN_SECONDS, SILENCE_RAMP_FRAMES, quiet_threshold_db
 from .voiceprint import VoiceprintBackend
 
 
@@ -405,3 +409,104 @@ def make_streaming_animator(
             raise ValueError("mode='lookahead' needs lookahead_frames or a model saved in the streaming mode")
         return LookaheadStreamingAnimator(model, voiceprint_backend, **kwargs)
     raise ValueError(f"mode must be 'offline-window' or 'lookahead', got {mode!r}")
+
+
+class RestInSilenceStream:
+    """A streaming animator (``push``/``flush``, either mode) whose lower face rests in the stream's silences.
+
+    The causal counterpart of :func:`pestalk_hf.postprocess.rest_in_silence`: the levels of the audio pushed so
+    far give the frame levels (50 ms windows) and, from the last ``history_seconds``, the floor and speech
+    levels and the quiet threshold (:func:`pestalk_hf.postprocess.quiet_threshold_db`; nothing is gated before
+    ``warmup_seconds`` of audio). A stream cannot know that a quiet stretch will last, so the mouth starts to
+    close once ``min_seconds`` of it have passed (offline it closes from the stretch's start), and opens
+    over the quiet frames whose successors' levels have already arrived before speech resumes. The rest pose
+    is the model's face on silence for the stream's voiceprint (:meth:`PESTalkModel.silence_pose`), computed
+    once the voiceprint is known. Other attributes are those of the wrapped animator.
+    """
+
+    def __init__(self, animator: Any, history_seconds: float = 10.0, warmup_seconds: float = 1.0,
+                 min_seconds: float = SILENCE_MIN_SECONDS, ramp_frames: int = SILENCE_RAMP_FRAMES,
+                 window_seconds: float = 0.05) -> None:
+        cfg = animator.model.config
+        self.animator = animator
+        self.sr, self.fps = cfg.sampling_rate, cfg.fps
+        self.half = max(1, int(round(window_seconds * self.sr / 2)))
+        self.history = max(1, int(round(history_seconds * self.fps)))
+        self.warmup = max(1, int(round(warmup_seconds * self.fps)))
+        self.min_frames = max(1, int(math.ceil(min_seconds * self.fps - 1e-9)))
+        self.ramp = int(ramp_frames)
+        self.channels = [ARKIT_BLENDSHAPE_NAMES.index(n) for n in DEFAULT_LOWER_FACE_NAMES]
+        self._audio = np.zeros(0, dtype=np.float64)  # the samples still needed by a frame's window
+        self._audio_start = 0  # absolute index of _audio[0]
+        self._levels: list[float] = []  # dB per frame, absolute frame index = position (small: 30 per second)
+        self._quiet: list[bool] = []
+        self._runs: list[int] = []  # quiet frames in a row ending at each frame
+        self._emitted = 0
+        self._rest: np.ndarray | None = None
+        self._rest_voiced = False  # computed with the stream's voiceprint (not the placeholder)
+
+    def __getattr__(self, name: str) -> Any:  # emotion, voiceprint, latency figures … of the wrapped animator
+        return getattr(self.__dict__["animator"], name)
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        samples = np.asarray(chunk).reshape(-1)
+        frames = self.animator.push(chunk)
+        self._add_audio(samples)
+        return self._gate(frames)
+
+    def flush(self) -> np.ndarray:
+        frames = self.animator.flush()
+        self._add_audio(np.zeros(0, dtype=np.float32), final=True)
+        return self._gate(frames)
+
+    # ------------------------------------------------------------------ internals
+    def _add_audio(self, samples: np.ndarray, final: bool = False) -> None:
+        x = samples.astype(np.float64) / PCM16_SCALE if samples.dtype == np.int16 else samples.astype(np.float64)
+        self._audio = np.concatenate([self._audio, x])
+        total = self._audio_start + len(self._audio)
+        while True:
+            k = len(self._levels)
+            centre = int(round(k / self.fps * self.sr))
+            if centre >= total or (centre + self.half > total and not final):
+                break
+            lo, hi = max(centre - self.half, 0) - self._audio_start, min(centre + self.half, total) - self._audio_start
+            seg = self._audio[max(lo, 0):hi]
+            self._levels.append(float(10 * np.log10(max(float(np.mean(seg * seg)) if len(seg) else 0.0, 1e-12))))
+            recent = np.asarray(self._levels[-self.history:])
+            quiet = len(recent) >= self.warmup and self._levels[-1] < quiet_threshold_db(recent)
+            self._quiet.append(bool(quiet))
+            self._runs.append(self._runs[-1] + 1 if quiet and self._runs else int(quiet))
+        keep = int(round(len(self._levels) / self.fps * self.sr)) - self.half - self._audio_start
+        if keep > 0:
+            self._audio, self._audio_start = self._audio[keep:], self._audio_start + keep
+
+    def _weight(self, k: int) -> float:
+        if k >= len(self._quiet) or not self._quiet[k] or self._runs[k] < self.min_frames:
+            return 0.0
+        w = min(1.0, (self._runs[k] - self.min_frames + 1) / (self.ramp + 1))
+        for j in range(k + 1, min(k + self.ramp, len(self._quiet) - 1) + 1):
+            if not self._quiet[j]:
+                return min(w, (j - k) / (self.ramp + 1))
+        return w
+
+    def _rest_pose(self) -> np.ndarray:
+        voice = getattr(self.animator, "_fixed_voiceprint", None)
+        if voice is None and getattr(self.animator, "_voice", None) is not None:
+            voice = self.animator._voice.voiceprint
+        if self._rest is None or (voice is not None and not self._rest_voiced):
+            model = self.animator.model
+            vp = None if voice is None else voice.reshape(-1).to(model.device)
+            with torch.no_grad():
+                out = model.animate(torch.zeros(self.sr, device=model.device), vp, return_silence_pose=True)
+            self._rest, self._rest_voiced = out.silence_pose[0].float().cpu().numpy(), voice is not None
+        return self._rest
+
+    def _gate(self, frames: np.ndarray) -> np.ndarray:
+        first, self._emitted = self._emitted, self._emitted + len(frames)
+        w = np.array([self._weight(first + i) for i in range(len(frames))], dtype=np.float32)
+        if not w.any():
+            return frames
+        out = np.array(frames, dtype=np.float32, copy=True)
+        rest = self._rest_pose()
+        out[:, self.channels] = (1 - w[:, None]) * out[:, self.channels] + w[:, None] * rest[None, self.channels]
+        return out

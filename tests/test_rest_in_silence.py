@@ -122,3 +122,32 @@ def test_pipeline_rests_the_mouth_in_pauses_by_default(tiny_model_dir):  # noqa:
     assert np.ptp(on.weights[inner][:, LOWER], axis=0).max() < 1e-6
     with pytest.raises(TypeError, match="rest_in_silence"):
         pipe(audio, rest_in_silence="yes")
+
+
+def test_streaming_rest_in_silence_is_causal_and_rests_in_the_pause(tiny_model_dir):  # noqa: F811
+    from pestalk_hf import PESTalkModel
+    from pestalk_hf.streaming import RestInSilenceStream, StreamingAnimator
+
+    model = PESTalkModel.from_pretrained(tiny_model_dir).eval()
+    rng = np.random.default_rng(5)
+    # 1.5 s of talk (past the 1 s warm-up), 1 s of -65 dBFS noise, 1 s of talk
+    x = np.concatenate([speech_like(1.5, seed=3), np.zeros(SR, np.float32), speech_like(1.0, seed=4)])
+    x = x + (10 ** (-65 / 20) * rng.standard_normal(len(x))).astype(np.float32)
+    blocks = np.array_split(x, len(x) // 160)  # 10 ms blocks, as pestalk live pushes them
+    plain, wrapped = StreamingAnimator(model, None), RestInSilenceStream(StreamingAnimator(model, None))
+    a = np.concatenate([plain.push(b) for b in blocks] + [plain.flush()])
+    b = np.concatenate([wrapped.push(b) for b in blocks] + [wrapped.flush()])
+    assert a.shape == b.shape == (len(x) * FPS // SR, 52)
+    assert wrapped.voiceprint is None and wrapped.forward_params == plain.forward_params  # attributes pass through
+    np.testing.assert_array_equal(b[:, UPPER], a[:, UPPER])
+    talk = np.r_[0:int(1.45 * FPS), int(2.55 * FPS):len(a)]
+    np.testing.assert_array_equal(b[talk], a[talk])
+    # the first 0.15 s of quiet keep the model's face (a stream cannot know the quiet will last) …
+    start = int(np.ceil(1.525 * FPS))
+    np.testing.assert_array_equal(b[start:start + 3], a[start:start + 3])
+    # … then the lower face holds the model's silence pose until speech resumes
+    with torch.no_grad():
+        rest = model.animate(torch.zeros(SR), None, return_silence_pose=True).silence_pose[0].numpy()
+    hold = slice(int(1.85 * FPS), int(2.4 * FPS))
+    np.testing.assert_allclose(b[hold][:, LOWER], np.broadcast_to(rest[LOWER], b[hold][:, LOWER].shape), atol=1e-6)
+    assert not np.allclose(a[hold][:, LOWER], b[hold][:, LOWER], atol=1e-3)

@@ -111,6 +111,9 @@ def add_live_parser(sub) -> argparse.ArgumentParser:
     m.add_argument("--intensity", type=float, default=None, help="0 = neutral style, 1 = as retrieved, up to 2")
     m.add_argument("--speaker-style", default=None, help="use this library speaker's style")
     m.add_argument("--style-top-k", type=int, default=None, help="soft style retrieval over the k nearest entries")
+    m.add_argument("--no-rest-in-silence", dest="rest_in_silence", action="store_false",
+                   help="keep the model's own mouth in pauses (default: eased to the model's silence pose once "
+                        "0.15 s of quiet have passed, judged against the stream's own levels)")
     from .session import DEFAULT_CHUNK_MS, DEFAULT_LOOKAHEAD_FRAMES, MAX_LOOKAHEAD_FRAMES, STREAMING_MODES
 
     m.add_argument("--streaming-mode", choices=STREAMING_MODES, default=STREAMING_MODES[0],
@@ -193,12 +196,13 @@ def cmd_live(args: argparse.Namespace) -> int:
         pipe = _load(args.model, args.device, args.int8, args.dtype, default=default_model(args.streaming_mode))
         _, forward, _ = pipe._sanitize_parameters(emotion=args.emotion, intensity=args.intensity,
                                                   speaker_style=args.speaker_style, style_top_k=args.style_top_k)
-        forward.pop("return_silence_pose")  # an offline pass's flag: the streamers do not gate silence
+        forward.pop("return_silence_pose")  # an offline pass's flag: a stream rests by RestInSilenceStream
         timing = {"lookahead_frames": args.lookahead_frames, "context_seconds": args.context_seconds,
                   "lookahead_seconds": args.lookahead_seconds}  # only the mode's own are set (checked above)
         timing = {k: v for k, v in timing.items() if v is not None}  # the rest: make_animator's defaults
         animator = make_animator(model=pipe.model, voiceprint_backend=pipe.voiceprint_backend,
-                                 mode=args.streaming_mode, forward=forward, **timing)
+                                 mode=args.streaming_mode, forward=forward, rest_in_silence=args.rest_in_silence,
+                                 **timing)
     except SourceError as error:
         return usage(str(error))
     except (ValueError, TypeError, OSError) as error:

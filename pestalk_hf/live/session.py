@@ -69,7 +69,8 @@ def default_model(mode: str) -> str:
 
 def make_animator(*, model: Any, voiceprint_backend: Any, mode: str = "offline-window", context_seconds: int = 2,
                   lookahead_seconds: float = 0.3, lookahead_frames: int | None = None,
-                  left_context_frames: int | None = 30, forward: dict[str, Any] | None = None) -> Any:
+                  left_context_frames: int | None = 30, forward: dict[str, Any] | None = None,
+                  rest_in_silence: bool = False) -> Any:
     """The streaming animator of ``mode``: an object with ``push((n,) float32 16 kHz) -> (k, 52)`` and
     ``flush() -> (k, 52)`` (see :class:`pestalk_hf.streaming.StreamingAnimator` and
     :class:`pestalk_hf.streaming.LookaheadStreamingAnimator`).
@@ -79,10 +80,21 @@ def make_animator(*, model: Any, voiceprint_backend: Any, mode: str = "offline-w
     saved in the streaming mode, else :data:`DEFAULT_LOOKAHEAD_FRAMES`; the original model is never changed,
     a copy is put in the mode). ``forward`` holds the model's inference overrides (``force_emotion``,
     ``force_speaker``, ``intensity``, ``style_top_k``) as :meth:`AudioToBlendshapePipeline._sanitize_parameters`
-    returns them.
+    returns them. ``rest_in_silence``: wrap it in :class:`pestalk_hf.streaming.RestInSilenceStream` (the mouth
+    at rest in the stream's silences; ``pestalk live`` does unless ``--no-rest-in-silence``).
     """
     if mode not in STREAMING_MODES:
         raise ValueError(f"unknown streaming mode {mode!r}; choose one of {', '.join(STREAMING_MODES)}")
+    from ..streaming import RestInSilenceStream
+
+    animator = _make_mode_animator(model, voiceprint_backend, mode, context_seconds, lookahead_seconds,
+                                   lookahead_frames, left_context_frames, forward)
+    return RestInSilenceStream(animator) if rest_in_silence else animator
+
+
+def _make_mode_animator(model: Any, voiceprint_backend: Any, mode: str, context_seconds: int, lookahead_seconds: float,
+                        lookahead_frames: int | None, left_context_frames: int | None,
+                        forward: dict[str, Any] | None) -> Any:
     from ..streaming import make_streaming_animator
 
     if mode == "offline-window":
