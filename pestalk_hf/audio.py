@@ -176,19 +176,23 @@ def pcm16_to_float(samples: Any) -> Any:
 
 
 def frame_level_db(waveform: Any, num_frames: int, sampling_rate: int = SAMPLING_RATE, fps: float = FPS,
-                   window_s: float = 0.05, block_frames: int = 3000) -> np.ndarray:
+                   window_s: float = 0.05, block_frames: int = 3000, first_frame: int = 0,
+                   first_sample: int = 0) -> np.ndarray:
     """(T,) mean energy in dBFS (floored at -120) of a ``window_s`` window centred on each frame time k/fps.
 
     ``waveform``: ``(N,)`` float in [-1, 1] or int16 PCM. Processed ``block_frames`` frames at a time, so
-    a 4 h clip never needs a float64 copy of itself (one block is 100 s: 13 MB)."""
+    a 4 h clip never needs a float64 copy of itself (one block is 100 s: 13 MB). A piece of a longer
+    stream: ``waveform[0]`` is its sample ``first_sample`` and the frames are ``first_frame …`` (windows
+    are cut to the samples given)."""
     x = np.asarray(waveform).reshape(-1)
     scale = 1.0 / PCM16_SCALE if x.dtype == np.int16 else 1.0
     half = max(1, int(round(window_s * sampling_rate / 2)))
-    centres = np.round(np.arange(num_frames) / fps * sampling_rate).astype(np.int64)
+    frames = np.arange(first_frame, first_frame + num_frames)
+    centres = np.round(frames / fps * sampling_rate).astype(np.int64) - first_sample
     out = np.empty(num_frames, dtype=np.float64)
     for f0 in range(0, num_frames, block_frames):
         c = centres[f0 : f0 + block_frames]
-        s0, s1 = max(int(c[0]) - half, 0), min(int(c[-1]) + half, len(x))
+        s0, s1 = min(max(int(c[0]) - half, 0), len(x)), min(max(int(c[-1]) + half, 0), len(x))
         seg = x[s0:s1].astype(np.float64) * scale
         csum = np.concatenate([[0.0], np.cumsum(seg * seg)])
         lo, hi = np.clip(c - half - s0, 0, len(seg)), np.clip(c + half - s0, 0, len(seg))

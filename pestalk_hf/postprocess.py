@@ -54,10 +54,14 @@ SILENCE_MIN_SECONDS = 0.15
 #: Frames over which the gate eases in at the start of a quiet stretch and out at its end (67 ms at 30 fps):
 #: the mouth takes about as long to settle after speech and to open before it.
 SILENCE_RAMP_FRAMES = 2
+#: :func:`quiet_threshold_db`: how far from the noise floor towards speech a quiet frame may be, and the
+#: bounds on its depth below speech (dB); the reasons are in :func:`quiet_frames`.
+QUIET_POSITION, QUIET_MIN_DEPTH_DB, QUIET_MAX_DEPTH_DB = 0.15, 12.0, 40.0
 
 
 def quiet_frames(waveform: np.ndarray, num_frames: int, sampling_rate: int = SAMPLING_RATE, fps: float = FPS,
-                 position: float = 0.15, min_depth_db: float = 12.0, max_depth_db: float = 40.0) -> np.ndarray:
+                 position: float = QUIET_POSITION, min_depth_db: float = QUIET_MIN_DEPTH_DB,
+                 max_depth_db: float = QUIET_MAX_DEPTH_DB) -> np.ndarray:
     """(T,) bool: frames near the clip's noise floor, far below its speech.
 
     Levels are :func:`pestalk_hf.audio.frame_level_db` (50 ms windows); the speech level is their 95th
@@ -69,14 +73,14 @@ def quiet_frames(waveform: np.ndarray, num_frames: int, sampling_rate: int = SAM
     The threshold is never closer than ``min_depth_db`` to the speech level (in audio that is noise almost throughout,
     nothing is quiet) and never required to be more than ``max_depth_db`` below it (digital silence would
     otherwise put the threshold in the noise of a breath)."""
-    db = frame_level_db(waveform, num_frames, sampling_rate, fps)
     if num_frames == 0:
         return np.zeros(0, dtype=bool)
+    db = frame_level_db(waveform, num_frames, sampling_rate, fps)
     return db < quiet_threshold_db(db, position, min_depth_db, max_depth_db)
 
 
-def quiet_threshold_db(levels_db: np.ndarray, position: float = 0.15, min_depth_db: float = 12.0,
-                       max_depth_db: float = 40.0) -> float:
+def quiet_threshold_db(levels_db: np.ndarray, position: float = QUIET_POSITION,
+                       min_depth_db: float = QUIET_MIN_DEPTH_DB, max_depth_db: float = QUIET_MAX_DEPTH_DB) -> float:
     """The level below which a frame is quiet (:func:`quiet_frames`), from frame levels in dB."""
     speech, floor = np.percentile(levels_db, 95), np.percentile(levels_db, 5)
     return float(speech - np.clip((1.0 - position) * (speech - floor), min_depth_db, max_depth_db))
@@ -109,12 +113,19 @@ def rest_in_silence(weights: np.ndarray, waveform: np.ndarray, rest_pose: np.nda
         raise ValueError(f"rest_pose has {rest_pose.shape[0]} channels, the weights {weights.shape[1]}")
     gate = silence_gate(quiet_frames(waveform, len(weights), sampling_rate, fps),
                         int(np.ceil(min_seconds * fps - 1e-9)))
-    if not gate.any():
+    return ease_to_rest(weights, gate, rest_pose, channels)
+
+
+def ease_to_rest(weights: np.ndarray, gate: np.ndarray, rest_pose: np.ndarray,
+                 channels: tuple[str, ...] = DEFAULT_LOWER_FACE_NAMES) -> np.ndarray:
+    """``(T, 52)`` weights with ``channels`` blended towards ``rest_pose`` (52,) by ``gate`` (T,) in [0, 1]
+    (a copy; ``weights`` itself when the gate is 0 throughout)."""
+    if not np.any(gate):
         return weights
     idx = [ARKIT_BLENDSHAPE_NAMES.index(n) for n in channels]
-    out = weights.copy()
-    g = gate[:, None].astype(weights.dtype)
-    out[:, idx] = (1 - g) * weights[:, idx] + g * rest_pose[None, idx]
+    out = np.array(weights, copy=True)
+    g = np.asarray(gate, dtype=out.dtype)[:, None]
+    out[:, idx] = (1 - g) * out[:, idx] + g * np.asarray(rest_pose, dtype=out.dtype)[None, idx]
     return out
 
 

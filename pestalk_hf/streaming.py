@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import deque
 from typing import Any
 
 import numpy as np
 import torch
 
-from .audio import PCM16_SCALE
-from .modeling.configuration_pestalk import ARKIT_BLENDSHAPE_NAMES, DEFAULT_LOWER_FACE_NAMES
+from .audio import PCM16_SCALE, frame_level_db
 from .modeling.modeling_pestalk import StreamingStyleTracker, streaming_chunk_ready_samples, streaming_receptive_field
-from .postprocess import SILENCE_MIN_SECONDS, SILENCE_RAMP_FRAMES, quiet_threshold_db
+from .postprocess import SILENCE_MIN_SECONDS, SILENCE_RAMP_FRAMES, ease_to_rest, quiet_threshold_db
 from .voiceprint import VoiceprintBackend
 
 
@@ -280,6 +280,11 @@ class LookaheadStreamingAnimator:
         return self.chunk - 1
 
     @property
+    def voiceprint(self) -> torch.Tensor | None:
+        """The voiceprint in use ``(voiceprint_dim,)``: the fixed one, else the estimate, None before it."""
+        return self._fixed_voiceprint[0] if self._fixed_voiceprint is not None else self._voice.voiceprint
+
+    @property
     def emotion(self) -> str | None:
         """The held emotion (hysteresis), None before the first chunk."""
         held = self.tracker.held
@@ -429,18 +434,17 @@ class RestInSilenceStream:
                  window_seconds: float = 0.05) -> None:
         cfg = animator.model.config
         self.animator = animator
-        self.sr, self.fps = cfg.sampling_rate, cfg.fps
+        self.sr, self.fps, self.window = cfg.sampling_rate, cfg.fps, window_seconds
         self.half = max(1, int(round(window_seconds * self.sr / 2)))
-        self.history = max(1, int(round(history_seconds * self.fps)))
         self.warmup = max(1, int(round(warmup_seconds * self.fps)))
         self.min_frames = max(1, int(math.ceil(min_seconds * self.fps - 1e-9)))
         self.ramp = int(ramp_frames)
-        self.channels = [ARKIT_BLENDSHAPE_NAMES.index(n) for n in DEFAULT_LOWER_FACE_NAMES]
-        self._audio = np.zeros(0, dtype=np.float64)  # the samples still needed by a frame's window
+        self._audio = np.zeros(0, dtype=np.float32)  # the samples the next frames' windows still need
         self._audio_start = 0  # absolute index of _audio[0]
-        self._levels: list[float] = []  # dB per frame, absolute frame index = position (small: 30 per second)
-        self._quiet: list[bool] = []
-        self._runs: list[int] = []  # quiet frames in a row ending at each frame
+        self._levels: deque[float] = deque(maxlen=max(1, int(round(history_seconds * self.fps))))  # dB
+        self._measured = 0  # frames whose level is known
+        self._run = 0  # quiet frames in a row up to the last measured one
+        self._runs: deque[int] = deque()  # quiet run (0 = not quiet) of the frames _emitted, _emitted + 1, …
         self._emitted = 0
         self._rest: np.ndarray | None = None
         self._rest_voiced = False  # computed with the stream's voiceprint (not the placeholder)
@@ -449,50 +453,55 @@ class RestInSilenceStream:
         return getattr(self.__dict__["animator"], name)
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
-        samples = np.asarray(chunk).reshape(-1)
         frames = self.animator.push(chunk)
-        self._add_audio(samples)
+        self._measure(np.asarray(chunk).reshape(-1))
         return self._gate(frames)
 
     def flush(self) -> np.ndarray:
         frames = self.animator.flush()
-        self._add_audio(np.zeros(0, dtype=np.float32), final=True)
+        self._measure(np.zeros(0, dtype=np.float32), final=True)
         return self._gate(frames)
 
     # ------------------------------------------------------------------ internals
-    def _add_audio(self, samples: np.ndarray, final: bool = False) -> None:
-        x = samples.astype(np.float64) / PCM16_SCALE if samples.dtype == np.int16 else samples.astype(np.float64)
-        self._audio = np.concatenate([self._audio, x])
+    def _measure(self, samples: np.ndarray, final: bool = False) -> None:
+        """Levels and quiet runs of the frames whose window is complete (all remaining ones when ``final``)."""
+        x = samples.astype(np.float32) / np.float32(PCM16_SCALE) if samples.dtype == np.int16 else samples
+        self._audio = np.concatenate([self._audio, x.astype(np.float32, copy=False)])
         total = self._audio_start + len(self._audio)
-        while True:
-            k = len(self._levels)
-            centre = int(round(k / self.fps * self.sr))
-            if centre >= total or (centre + self.half > total and not final):
-                break
-            lo, hi = max(centre - self.half, 0) - self._audio_start, min(centre + self.half, total) - self._audio_start
-            seg = self._audio[max(lo, 0):hi]
-            self._levels.append(float(10 * np.log10(max(float(np.mean(seg * seg)) if len(seg) else 0.0, 1e-12))))
-            recent = np.asarray(self._levels[-self.history:])
-            quiet = len(recent) >= self.warmup and self._levels[-1] < quiet_threshold_db(recent)
-            self._quiet.append(bool(quiet))
-            self._runs.append(self._runs[-1] + 1 if quiet and self._runs else int(quiet))
-        keep = int(round(len(self._levels) / self.fps * self.sr)) - self.half - self._audio_start
+        if final:  # every frame of the stream (the model's count), windows cut at its end
+            last = math.ceil(total * self.fps / self.sr) - 1
+        else:  # the last frame whose whole window has arrived
+            last = math.floor((total - self.half) * self.fps / self.sr)
+            if round(last * self.sr / self.fps) + self.half > total:
+                last -= 1
+        n = last + 1 - self._measured
+        if n <= 0:
+            return
+        levels = frame_level_db(self._audio, n, self.sr, self.fps, self.window, first_frame=self._measured,
+                                first_sample=self._audio_start)
+        for k, level in enumerate(levels, start=self._measured):
+            self._levels.append(float(level))
+            quiet = len(self._levels) >= self.warmup and level < quiet_threshold_db(np.asarray(self._levels))
+            self._run = self._run + 1 if quiet else 0
+            if k >= self._emitted:  # a frame already sent (its level came late) is not kept
+                self._runs.append(self._run)
+        self._measured += n
+        keep = int(round(self._measured / self.fps * self.sr)) - self.half - self._audio_start
         if keep > 0:
             self._audio, self._audio_start = self._audio[keep:], self._audio_start + keep
 
-    def _weight(self, k: int) -> float:
-        if k >= len(self._quiet) or not self._quiet[k] or self._runs[k] < self.min_frames:
+    def _weight(self, i: int) -> float:
+        """Gate of frame ``_emitted + i`` (0 while its level is unknown)."""
+        if i >= len(self._runs) or self._runs[i] < self.min_frames:
             return 0.0
-        w = min(1.0, (self._runs[k] - self.min_frames + 1) / (self.ramp + 1))
-        for j in range(k + 1, min(k + self.ramp, len(self._quiet) - 1) + 1):
-            if not self._quiet[j]:
-                return min(w, (j - k) / (self.ramp + 1))
+        w = min(1.0, (self._runs[i] - self.min_frames + 1) / (self.ramp + 1))
+        for j in range(i + 1, min(i + self.ramp, len(self._runs) - 1) + 1):
+            if self._runs[j] == 0:
+                return min(w, (j - i) / (self.ramp + 1))
         return w
 
     def _rest_pose(self) -> np.ndarray:
-        voice = getattr(self.animator, "_fixed_voiceprint", None)
-        if voice is None and getattr(self.animator, "_voice", None) is not None:
-            voice = self.animator._voice.voiceprint
+        voice = self.animator.voiceprint
         if self._rest is None or (voice is not None and not self._rest_voiced):
             model = self.animator.model
             vp = None if voice is None else voice.reshape(-1).to(model.device)
@@ -502,11 +511,8 @@ class RestInSilenceStream:
         return self._rest
 
     def _gate(self, frames: np.ndarray) -> np.ndarray:
-        first, self._emitted = self._emitted, self._emitted + len(frames)
-        w = np.array([self._weight(first + i) for i in range(len(frames))], dtype=np.float32)
-        if not w.any():
-            return frames
-        out = np.array(frames, dtype=np.float32, copy=True)
-        rest = self._rest_pose()
-        out[:, self.channels] = (1 - w[:, None]) * out[:, self.channels] + w[:, None] * rest[None, self.channels]
-        return out
+        w = np.array([self._weight(i) for i in range(len(frames))], dtype=np.float32)
+        for _ in range(min(len(frames), len(self._runs))):
+            self._runs.popleft()
+        self._emitted += len(frames)  # any frame sent before its level was measured: skipped by _measure
+        return ease_to_rest(frames, w, self._rest_pose()) if w.any() else frames
